@@ -1,0 +1,1 @@
+"""The command gateway: authenticate, validate, stamp, publish, await the outcome."""

@@ -1,0 +1,1 @@
+"""Settings, service plumbing (Kafka, MySQL, Redis), serialization and the CLI."""

@@ -1,0 +1,1 @@
+"""Consumers of the event topics that build the MySQL and Redis read models."""

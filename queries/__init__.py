@@ -1,0 +1,1 @@
+"""The query gateway: answers reads from the MySQL and Redis read models only."""

@@ -1,0 +1,1 @@
+"""The write side: Faust processors that own aggregate state and emit events."""
