@@ -1,0 +1,184 @@
+"""Markets as data: symbols, tick and lot sizes, limits and fee rates.
+
+Inside the matching engine prices are whole ticks and quantities whole lots;
+a market converts at the edge and refuses anything off the grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from domain.errors import InvalidOrder
+from domain.money import Asset, ceil_div
+
+
+@dataclass(frozen=True, slots=True)
+class FeeRate:
+    """A fee as an exact fraction, charged rounded up to the asset's unit."""
+
+    rate: Decimal
+
+    def __post_init__(self) -> None:
+        if not (self.rate.is_finite() and Decimal(0) <= self.rate < Decimal(1)):
+            msg = f"a fee rate must be in [0, 1), got {self.rate}"
+            raise ValueError(msg)
+
+    def charge(self, units: int) -> tuple[int, int, int]:
+        """Fee on ``units``: (fee units, rounding numerator, rounding denominator).
+
+        The fee is rounded up; the rounding (fee minus the exact fee) is
+        returned as a fraction so that callers can record it exactly.
+        """
+        numerator, denominator = self.rate.as_integer_ratio()
+        exact = units * numerator
+        fee = ceil_div(exact, denominator)
+        return fee, fee * denominator - exact, denominator
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """A trading pair and its rules. ``symbol`` is ``BASE-QUOTE``."""
+
+    base: Asset
+    quote: Asset
+    tick_size: Decimal
+    lot_size: Decimal
+    min_quantity: Decimal
+    max_quantity: Decimal
+    min_notional: Decimal
+    maker_fee: FeeRate
+    taker_fee: FeeRate
+
+    def __post_init__(self) -> None:
+        for name in ("tick_size", "lot_size", "min_quantity", "max_quantity"):
+            if getattr(self, name) <= 0:
+                msg = f"{self.symbol}: {name} must be positive"
+                raise ValueError(msg)
+        self.quote.to_units(self.tick_size, "tick_size")
+        self.base.to_units(self.lot_size, "lot_size")
+        # One tick times one lot must be a whole number of quote units, so
+        # that every notional, lock and settlement is exact in quote units.
+        self.quote.to_units(self.tick_size * self.lot_size, "tick_size x lot_size")
+        self.quantity_to_lots(self.min_quantity)
+        self.quantity_to_lots(self.max_quantity)
+        if self.min_quantity > self.max_quantity:
+            msg = f"{self.symbol}: min_quantity exceeds max_quantity"
+            raise ValueError(msg)
+        self.quote.to_units(self.min_notional, "min_notional")
+
+    @property
+    def symbol(self) -> str:
+        return f"{self.base.code}-{self.quote.code}"
+
+    @property
+    def quote_units_per_tick_lot(self) -> int:
+        """Quote units paid for one lot at a price of one tick."""
+        return self.quote.to_units(self.tick_size * self.lot_size)
+
+    @property
+    def base_units_per_lot(self) -> int:
+        return self.base.to_units(self.lot_size)
+
+    @property
+    def min_lots(self) -> int:
+        return self.quantity_to_lots(self.min_quantity)
+
+    @property
+    def max_lots(self) -> int:
+        return self.quantity_to_lots(self.max_quantity)
+
+    @property
+    def min_notional_units(self) -> int:
+        return self.quote.to_units(self.min_notional)
+
+    def price_to_ticks(self, price: Decimal) -> int:
+        """Whole ticks for ``price``; a price off the tick grid is refused."""
+        if price <= 0:
+            msg = f"price must be positive, got {price}"
+            raise InvalidOrder(msg, "invalid_price")
+        ticks, rest = divmod(price, self.tick_size)
+        if rest or ticks >= 10**15:
+            msg = f"price {price} is not a multiple of the tick size {self.tick_size}"
+            if rest == 0:
+                msg = f"price {price} is too large"
+            raise InvalidOrder(msg, "invalid_price")
+        return int(ticks)
+
+    def quantity_to_lots(self, quantity: Decimal) -> int:
+        """Whole lots for ``quantity``; a quantity off the lot grid is refused."""
+        if quantity <= 0:
+            msg = f"quantity must be positive, got {quantity}"
+            raise InvalidOrder(msg, "invalid_quantity")
+        lots, rest = divmod(quantity, self.lot_size)
+        if rest or lots >= 10**15:
+            msg = f"quantity {quantity} is not a multiple of the lot size {self.lot_size}"
+            if rest == 0:
+                msg = f"quantity {quantity} is too large"
+            raise InvalidOrder(msg, "invalid_quantity")
+        return int(lots)
+
+    def ticks_to_price(self, ticks: int) -> Decimal:
+        return self.quote.to_decimal(ticks * self.quote.to_units(self.tick_size))
+
+    def lots_to_quantity(self, lots: int) -> Decimal:
+        return self.base.to_decimal(lots * self.base_units_per_lot)
+
+    def notional_units(self, ticks: int, lots: int) -> int:
+        return ticks * lots * self.quote_units_per_tick_lot
+
+    def resting_need(self, buying: bool, ticks: int, lots: int) -> int:
+        """What a resting limit order must keep locked: quote for a buy, base for a sell."""
+        return self.notional_units(ticks, lots) if buying else lots * self.base_units_per_lot
+
+
+def list_markets(*markets: Market) -> dict[str, Market]:
+    """Index markets by symbol, refusing two with the same symbol."""
+    by_symbol: dict[str, Market] = {}
+    for market in markets:
+        if market.symbol in by_symbol:
+            msg = f"market {market.symbol} is listed twice"
+            raise ValueError(msg)
+        by_symbol[market.symbol] = market
+    return by_symbol
+
+
+def demo_markets() -> dict[str, Market]:
+    """The markets a fresh local exchange lists (also used by tests and benchmarks)."""
+    btc, eth, usdt = Asset("BTC", 8), Asset("ETH", 8), Asset("USDT", 6)
+    maker, taker = FeeRate(Decimal("0.001")), FeeRate(Decimal("0.002"))
+    return list_markets(
+        Market(
+            base=btc,
+            quote=usdt,
+            tick_size=Decimal("0.01"),
+            lot_size=Decimal("0.0001"),
+            min_quantity=Decimal("0.0001"),
+            max_quantity=Decimal("1000"),
+            min_notional=Decimal("1"),
+            maker_fee=maker,
+            taker_fee=taker,
+        ),
+        Market(
+            base=eth,
+            quote=usdt,
+            tick_size=Decimal("0.01"),
+            lot_size=Decimal("0.001"),
+            min_quantity=Decimal("0.001"),
+            max_quantity=Decimal("10000"),
+            min_notional=Decimal("1"),
+            maker_fee=maker,
+            taker_fee=taker,
+        ),
+        Market(
+            base=eth,
+            quote=btc,
+            tick_size=Decimal("0.00001"),
+            lot_size=Decimal("0.001"),
+            min_quantity=Decimal("0.001"),
+            max_quantity=Decimal("10000"),
+            min_notional=Decimal("0.0001"),
+            maker_fee=maker,
+            taker_fee=taker,
+        ),
+    )

@@ -1,0 +1,258 @@
+"""The matching side of one market: its book, its orders and its trade tape.
+
+A Venue turns what the engine did into events: order lifecycle events on
+each Order aggregate and one ``TradeExecuted`` per trade on the market's
+TradeTape, whose version is the trade's sequence number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+from eventsourcing.domain import CanMutateAggregate
+
+from domain.aggregates import ExchangeAggregate, StampedCreated, market_id_for
+from domain.errors import InvalidOrder, UnknownOrder
+from domain.markets import Market
+from domain.matching import Execution, OrderBook, Outcome, Side
+from domain.orders import Order, OrderRequest
+
+
+class TradeTape(ExchangeAggregate):
+    """The market's sequence of trades (the article's market events)."""
+
+    TOPIC = "bitex.market"
+
+    class Listed(ExchangeAggregate.Event, StampedCreated):
+        TOPIC = "bitex.market.Listed"
+        symbol: str
+
+    class TradeExecuted(ExchangeAggregate.Event):
+        TOPIC = "bitex.market.TradeExecuted"
+        trade_id: str
+        price: Decimal
+        quantity: Decimal
+        taker_side: str
+        taker_order_id: UUID
+        maker_order_id: UUID
+
+        def apply(self, tape: TradeTape) -> None:
+            tape.last_price = self.price
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.last_price: Decimal | None = None
+
+    @classmethod
+    def open(cls, symbol: str, at: datetime) -> TradeTape:
+        return cls._create(cls.Listed, id=market_id_for(symbol), symbol=symbol, timestamp=at)
+
+    def next_trade_id(self) -> str:
+        return f"{self.symbol}:{self.version}"
+
+
+Event = CanMutateAggregate[UUID]
+
+
+class Venue:
+    """One market's matching side; one writer owns it."""
+
+    def __init__(self, market: Market, tape: TradeTape) -> None:
+        self.market = market
+        self.tape = tape
+        self.book = OrderBook(market.quote_units_per_tick_lot)
+        self.orders: dict[UUID, Order] = {}
+        self._pending: list[Event] = []
+
+    @classmethod
+    def open(cls, market: Market, at: datetime) -> Venue:
+        venue = cls(market, TradeTape.open(market.symbol, at))
+        venue._collect(venue.tape)
+        return venue
+
+    def collect_events(self) -> list[Event]:
+        """Events in the order they happened, across this venue's aggregates."""
+        events, self._pending = self._pending, []
+        return events
+
+    # -- commands ----------------------------------------------------------
+
+    def reject(self, request: OrderRequest, reason: str, at: datetime) -> Order:
+        order = Order.reject(request, reason, at)
+        self.orders[order.id] = order
+        self._collect(order)
+        return order
+
+    def submit(self, request: OrderRequest, funds: int, at: datetime) -> Order:
+        """Run an order whose funds are locked through the book.
+
+        ``funds`` is its reservation: a market buy by quantity may not spend more.
+        """
+        if request.order_id in self.orders:
+            msg = f"order {request.order_id} was already submitted"
+            raise InvalidOrder(msg, "duplicate_order")
+        order = Order.accept(request, at)
+        self.orders[order.id] = order
+        self._collect(order)
+        quote_limit = request.quote_units
+        if request.side is Side.BUY and request.price_ticks is None and request.lots is not None:
+            quote_limit = funds
+        execution = self.book.place(
+            order.id,
+            request.account_id,
+            request.side,
+            request.price_ticks,
+            request.lots,
+            quote_limit,
+            request.time_in_force,
+            request.post_only,
+            request.stp,
+        )
+        self._record_execution(order, execution, at)
+        return order
+
+    def cancel(self, account_id: UUID, order_id: UUID, reason: str, at: datetime) -> Order:
+        order = self.owned_order(account_id, order_id)
+        if order.id not in self.book.orders:
+            msg = f"order {order_id} is {order.status.value}, not open"
+            raise UnknownOrder(msg, "order_not_open")
+        self.book.cancel(order.id)
+        order._record(Order.Cancelled, at, reason=reason)
+        self._collect(order)
+        return order
+
+    def cancel_all(self, account_id: UUID, reason: str, at: datetime) -> list[Order]:
+        cancelled = []
+        for resting in self.book.cancel_all(account_id):
+            order = self.orders[resting.order_id]  # type: ignore[index]
+            order._record(Order.Cancelled, at, reason=reason)
+            self._collect(order)
+            cancelled.append(order)
+        return cancelled
+
+    def check_amend(
+        self, account_id: UUID, order_id: UUID, price: Decimal | None, quantity: Decimal
+    ) -> tuple[int, int]:
+        """Validate an amend without changing anything: (price ticks, lots)."""
+        order = self.owned_order(account_id, order_id)
+        if order.id not in self.book.orders:
+            msg = f"order {order_id} is {order.status.value}, not open"
+            raise UnknownOrder(msg, "order_not_open")
+        resting = self.book.orders[order.id]
+        ticks = resting.price if price is None else self.market.price_to_ticks(price)
+        lots = self.market.quantity_to_lots(quantity)
+        if lots > self.market.max_lots:
+            msg = f"quantity {quantity} is above the maximum {self.market.max_quantity}"
+            raise InvalidOrder(msg, "invalid_quantity")
+        if resting.post_only and ticks != resting.price:
+            best = self.book.best_ask() if resting.side is Side.BUY else self.book.best_bid()
+            if best is not None and (ticks >= best if resting.side is Side.BUY else ticks <= best):
+                msg = "the new price would take liquidity from a post-only order"
+                raise InvalidOrder(msg, "post_only_would_take")
+        return ticks, lots
+
+    def amend(
+        self,
+        account_id: UUID,
+        order_id: UUID,
+        price: Decimal | None,
+        quantity: Decimal,
+        at: datetime,
+    ) -> Order:
+        ticks, lots = self.check_amend(account_id, order_id, price, quantity)
+        order = self.orders[order_id]
+        execution = self.book.amend(order.id, ticks, lots)
+        order._record(
+            Order.Amended,
+            at,
+            price=self.market.ticks_to_price(ticks),
+            remaining=self.market.lots_to_quantity(lots),
+            priority_kept=execution is None,
+        )
+        self._collect(order)
+        if execution is not None:
+            self._record_execution(order, execution, at)
+        return order
+
+    # -- reading -----------------------------------------------------------
+
+    def owned_order(self, account_id: UUID, order_id: UUID) -> Order:
+        """The order if it is this account's; anyone else's is as good as unknown."""
+        order = self.orders.get(order_id)
+        if order is None or order.account_id != account_id:
+            msg = f"no order {order_id}"
+            raise UnknownOrder(msg)
+        return order
+
+    # -- internals ---------------------------------------------------------
+
+    def _record_execution(self, taker: Order, execution: Execution, at: datetime) -> None:
+        market = self.market
+        for maker in execution.cancelled_makers:
+            maker_order = self.orders[maker.order_id]  # type: ignore[index]
+            maker_order._record(Order.Cancelled, at, reason="self_trade_prevented")
+            self._collect(maker_order)
+        last = len(execution.fills) - 1
+        for index, fill in enumerate(execution.fills):
+            trade_id = self.tape.next_trade_id()
+            price = market.ticks_to_price(fill.price)
+            quantity = market.lots_to_quantity(fill.lots)
+            notional = market.quote.to_decimal(market.notional_units(fill.price, fill.lots))
+            maker_id: UUID = fill.maker_id  # type: ignore[assignment]
+            self.tape._record(
+                TradeTape.TradeExecuted,
+                at,
+                trade_id=trade_id,
+                price=price,
+                quantity=quantity,
+                taker_side=taker.side.value,
+                taker_order_id=taker.id,
+                maker_order_id=maker_id,
+            )
+            self._collect(self.tape)
+            maker_order = self.orders[maker_id]
+            maker_event = Order.Filled if fill.maker_remaining == 0 else Order.PartiallyFilled
+            maker_order._record(
+                maker_event,
+                at,
+                trade_id=trade_id,
+                price=price,
+                quantity=quantity,
+                notional=notional,
+                role="maker",
+                counter_order_id=taker.id,
+            )
+            self._collect(maker_order)
+            taker_done = index == last and execution.outcome is Outcome.FILLED
+            taker._record(
+                Order.Filled if taker_done else Order.PartiallyFilled,
+                at,
+                trade_id=trade_id,
+                price=price,
+                quantity=quantity,
+                notional=notional,
+                role="taker",
+                counter_order_id=maker_id,
+            )
+            self._collect(taker)
+        outcome = execution.outcome
+        if outcome is Outcome.RESTING:
+            remaining = market.lots_to_quantity(execution.remaining_lots)
+            taker._record(Order.Rested, at, remaining=remaining)
+        elif outcome is Outcome.EXPIRED:
+            taker._record(Order.Expired, at, reason=execution.reason)
+        elif outcome in (Outcome.CANCELLED, Outcome.REJECTED):
+            taker._record(Order.Cancelled, at, reason=execution.reason)
+        elif outcome is Outcome.FILLED and not execution.fills:
+            taker._record(Order.Expired, at, reason=execution.reason or "nothing_filled")
+        self._collect(taker)
+
+    def _collect(self, aggregate: ExchangeAggregate | Iterable[ExchangeAggregate]) -> None:
+        if isinstance(aggregate, ExchangeAggregate):
+            self._pending.extend(aggregate.collect_events())
+        else:
+            for each in aggregate:
+                self._pending.extend(each.collect_events())
