@@ -131,7 +131,7 @@ def validate_order(
         and market.notional_units(price_ticks, lots) < market.min_notional_units
     ):
         msg = f"price x quantity is below the minimum notional {market.min_notional}"
-            raise InvalidOrder(msg, "min_notional")
+        raise InvalidOrder(msg, "min_notional")
     if client_order_id is not None and not (
         0 < len(client_order_id) <= 64 and client_order_id.isprintable()
     ):
