@@ -1,0 +1,61 @@
+"""Fixtures for tests against the real Kafka, MySQL and Redis that `make up` starts."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy.engine import Engine
+
+from infra.health import ServicesUnavailable, check_services
+from infra.kafka_admin import delete_topics
+from infra.mysql import create_engine
+from infra.redis import create_redis
+from infra.settings import Settings
+
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _services_answer(settings: Settings) -> None:
+    try:
+        check_services(settings)
+    except ServicesUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def unique() -> Callable[[str], str]:
+    """unique("orders") -> "it-orders-<run id>-<n>": names that never collide across runs."""
+    counter = itertools.count()
+    return lambda prefix: f"it-{prefix}-{RUN_ID}-{next(counter)}"
+
+
+@pytest.fixture
+async def topics(settings: Settings) -> AsyncIterator[list[str]]:
+    """Append topic names to this list; they are deleted after the test."""
+    names: list[str] = []
+    yield names
+    await delete_topics(names, settings)
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = create_engine(settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = create_redis(settings)
+    yield client
+    await client.aclose()
