@@ -7,8 +7,10 @@ carries our signature) is stopped; everything lives under the state directory.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from infra.services import process
@@ -55,9 +57,22 @@ def _parallel(items: list[Service], fn: Callable[[Service], None]) -> list[str]:
     return errors
 
 
+@contextlib.contextmanager
+def _locked(settings: Settings) -> Iterator[None]:
+    """One `up` or `down` at a time per state directory (pidfiles stay truthful)."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.state_dir / "runner.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def up(settings: Settings) -> int:
     """Start what is missing, wait until every service answers. Returns an exit code."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(settings):
+        return _up(settings)
+
+
+def _up(settings: Settings) -> int:
     to_start: list[Service] = []
     errors: list[str] = []
     for svc in services(settings):
@@ -66,7 +81,9 @@ def up(settings: Settings) -> int:
         if pid is not None:
             to_start.append(svc)  # ours: just wait for it below
             continue
-        description = _answers(svc)
+        # Someone else's server: use it as it is. (If the port is open but the protocol
+        # does not answer yet, it may still be starting: give it a moment.)
+        description = _answers(svc, grace=15 if port_open(host, port) else 0)
         if description is not None:
             _line(svc, f"using the {svc.title} already listening on {host}:{port} ({description})")
             try:
@@ -74,16 +91,16 @@ def up(settings: Settings) -> int:
             except ServiceError as exc:
                 errors.append(f"{svc.title}: {exc}")
             continue
-        if port_open(host, port) and _answers(svc, grace=15) is None:
+        if not is_loopback(host):
+            errors.append(
+                f"{svc.title}: no {svc.title} answers on {host}:{port}. BitEx starts local "
+                f"servers only on 127.0.0.1; start that one, or unset {svc.env_hint}."
+            )
+            continue
+        if port_open(host, port):
             errors.append(
                 f"{svc.title}: something listens on {host}:{port} but does not answer like "
                 f"{svc.title}. Stop it, or point BitEx elsewhere with {svc.env_hint}."
-            )
-            continue
-        if not is_loopback(host):
-            errors.append(
-                f"{svc.title}: nothing answers on {host}:{port}. BitEx starts local services "
-                f"only on 127.0.0.1; start that server, or unset {svc.env_hint}."
             )
             continue
         to_start.append(svc)
@@ -129,6 +146,11 @@ def up(settings: Settings) -> int:
 
 def down(settings: Settings) -> int:
     """Stop what BitEx started; leave everything else alone."""
+    with _locked(settings):
+        return _down(settings)
+
+
+def _down(settings: Settings) -> int:
 
     def bring_down(svc: Service) -> None:
         pid = svc.running_pid()
