@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from domain.errors import InvalidOrder
+from domain.errors import DomainError, InvalidOrder
 from domain.money import Asset, ceil_div
 
 
@@ -51,6 +51,13 @@ class Market:
     taker_fee: FeeRate
 
     def __post_init__(self) -> None:
+        try:
+            self._check_rules()
+        except DomainError as error:
+            msg = f"market {self.symbol} is misconfigured: {error.message}"
+            raise ValueError(msg) from None
+
+    def _check_rules(self) -> None:
         for name in ("tick_size", "lot_size", "min_quantity", "max_quantity"):
             if getattr(self, name) <= 0:
                 msg = f"{self.symbol}: {name} must be positive"
