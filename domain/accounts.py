@@ -288,7 +288,7 @@ class Account(ExchangeAggregate):
         self, order_id: UUID, market: Market, units: int, limit_price: Decimal | None, at: datetime
     ) -> None:
         """Make an order's reservation exactly ``units`` (an amend changed its needs)."""
-        reservation = self._reservation(order_id)
+        reservation = self.reservation(order_id)
         asset = market.quote if reservation.side is Side.BUY else market.base
         change = units - reservation.units
         if change > self.available(asset):
@@ -309,7 +309,7 @@ class Account(ExchangeAggregate):
 
     def release(self, order_id: UUID, market: Market, reason: str, at: datetime) -> None:
         """Close an order's reservation, returning what it did not spend."""
-        reservation = self._reservation(order_id)
+        reservation = self.reservation(order_id)
         asset = market.quote if reservation.side is Side.BUY else market.base
         self._record(
             self.FundsReleased,
@@ -322,7 +322,7 @@ class Account(ExchangeAggregate):
 
     def settle(self, fill: SettlementFill, market: Market, at: datetime) -> None:
         """Settle this account's side of a trade at the maker's price."""
-        reservation = self._reservation(fill.order_id)
+        reservation = self.reservation(fill.order_id)
         notional = market.notional_units(fill.price_ticks, fill.lots)
         base_units = fill.lots * market.base_units_per_lot
         maker_rate, taker_rate = self.fee_rates(market)
@@ -367,7 +367,7 @@ class Account(ExchangeAggregate):
 
     # -- helpers -----------------------------------------------------------
 
-    def _reservation(self, order_id: UUID) -> Reservation:
+    def reservation(self, order_id: UUID) -> Reservation:
         try:
             return self.reservations[order_id]
         except KeyError:

@@ -18,7 +18,12 @@ from domain.markets import FeeRate, Market
 from domain.matching import SelfTradePrevention, Side, TimeInForce
 from domain.money import Asset
 from domain.orders import Order, OrderRequest, OrderType, validate_order
-from domain.settlement import SETTLING_EVENTS, settle_order_event
+from domain.settlement import (
+    SETTLING_EVENTS,
+    lock_for_order,
+    prelock_for_amend,
+    settle_order_event,
+)
 from domain.venue import Event, Venue
 
 
@@ -170,13 +175,10 @@ class Exchange:
     ) -> Order:
         """Change an open order; more funds are locked first if it needs them."""
         venue = self._owning_venue(account_id, order_id)
-        ticks, lots = venue.check_amend(account_id, order_id, price, quantity)
+        venue.check_amend(account_id, order_id, price, quantity)
         account = self.account(account_id)
-        reservation = account.reservations[order_id]
-        need = venue.market.resting_need(reservation.side is Side.BUY, ticks, lots)
-        if need > reservation.units:
-            account.adjust(order_id, venue.market, need, reservation.limit_price, at)
-            self._collect(account)
+        prelock_for_amend(account, venue.market, order_id, price, quantity, at)
+        self._collect(account)
         order = venue.amend(account_id, order_id, price, quantity, at)
         self._settle(venue)
         return order
@@ -184,18 +186,12 @@ class Exchange:
     # -- internals ---------------------------------------------------------
 
     def _submit(self, account: Account, venue: Venue, request: OrderRequest, at: datetime) -> Order:
-        market = venue.market
-        paying = market.quote if request.side is Side.BUY else market.base
-        funds = request.reservation(market, account.available(paying))
-        try:
-            account.lock(request.order_id, market, request.side, funds, request.price, at)
-        except InsufficientFunds as refusal:
-            account.refuse(request.order_id, refusal.code, at)
-            self._collect(account)
-            order = venue.reject(request, refusal.code, at)
+        funds = lock_for_order(account, venue.market, request, at)
+        self._collect(account)
+        if not funds:
+            order = venue.reject(request, InsufficientFunds.code, at)
             self._pending.extend(venue.collect_events())
             return order
-        self._collect(account)
         order = venue.submit(request, funds, at)
         self._settle(venue)
         return order

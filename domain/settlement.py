@@ -6,14 +6,17 @@ distributed system settles exactly as the reference does.
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from uuid import UUID
 
 from eventsourcing.domain import CanMutateAggregate
 
 from domain.accounts import Account, SettlementFill
+from domain.errors import InsufficientFunds, InvalidOrder
 from domain.markets import Market
 from domain.matching import Side
-from domain.orders import Order
+from domain.orders import Order, OrderRequest
 
 SETTLING_EVENTS = (Order.PartiallyFilled, Order.Cancelled, Order.Expired, Order.Amended)
 """Order events an account must act on (``Filled`` is a ``PartiallyFilled``)."""
@@ -45,3 +48,62 @@ def settle_order_event(account: Account, market: Market, event: CanMutateAggrega
         lots = market.quantity_to_lots(event.remaining)
         need = market.resting_need(reservation.side is Side.BUY, ticks, lots)
         account.adjust(order_id, market, need, event.price, at)
+
+
+def lock_for_order(account: Account, market: Market, request: OrderRequest, at: datetime) -> int:
+    """Lock what a new order needs and return it, or record a refusal and return 0."""
+    paying = market.quote if request.side is Side.BUY else market.base
+    funds = request.reservation(market, account.available(paying))
+    try:
+        account.lock(request.order_id, market, request.side, funds, request.price, at)
+    except InsufficientFunds as refusal:
+        account.refuse(request.order_id, refusal.code, at)
+        return 0
+    return funds
+
+
+def amend_needs(
+    account: Account, market: Market, order_id: UUID, price: Decimal | None, quantity: Decimal
+) -> tuple[int, Decimal | None]:
+    """What an open order will need after an amend, and its limit price then."""
+    reservation = account.reservation(order_id)
+    limit = price if price is not None else reservation.limit_price
+    if limit is None:
+        msg = f"order {order_id} has no price to amend"
+        raise InvalidOrder(msg)
+    ticks = market.price_to_ticks(limit)
+    lots = market.quantity_to_lots(quantity)
+    if lots > market.max_lots:
+        msg = f"quantity {quantity} is above the maximum {market.max_quantity}"
+        raise InvalidOrder(msg, "invalid_quantity")
+    return market.resting_need(reservation.side is Side.BUY, ticks, lots), limit
+
+
+def prelock_for_amend(
+    account: Account,
+    market: Market,
+    order_id: UUID,
+    price: Decimal | None,
+    quantity: Decimal,
+    at: datetime,
+) -> int:
+    """Lock in advance what an amend adds to an order's needs; returns the units locked.
+
+    The book may still refuse the amend; then ``undo_prelock`` gives them back.
+    """
+    need, _ = amend_needs(account, market, order_id, price, quantity)
+    reservation = account.reservation(order_id)
+    extra = need - reservation.units
+    if extra <= 0:
+        return 0
+    account.adjust(order_id, market, need, reservation.limit_price, at)
+    return extra
+
+
+def undo_prelock(
+    account: Account, market: Market, order_id: UUID, units: int, at: datetime
+) -> None:
+    """Give back what was locked for an amend the book refused (if the order is still open)."""
+    reservation = account.reservations.get(order_id)
+    if reservation is not None and units > 0:
+        account.adjust(order_id, market, reservation.units - units, reservation.limit_price, at)
