@@ -107,3 +107,13 @@ def undo_prelock(
     reservation = account.reservations.get(order_id)
     if reservation is not None and units > 0:
         account.adjust(order_id, market, reservation.units - units, reservation.limit_price, at)
+
+
+def remaining_lots(account: Account, market: Market, order_id: UUID) -> int:
+    """The open quantity of an order as its account knows it (fills may be in flight)."""
+    reservation = account.reservation(order_id)
+    if reservation.side is Side.SELL:
+        return reservation.units // market.base_units_per_lot
+    assert reservation.limit_price is not None, "only limit orders rest"
+    per_lot = market.notional_units(market.price_to_ticks(reservation.limit_price), 1)
+    return reservation.units // per_lot

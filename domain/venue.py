@@ -134,14 +134,27 @@ class Venue:
         return cancelled
 
     def check_amend(
-        self, account_id: UUID, order_id: UUID, price: Decimal | None, quantity: Decimal
+        self,
+        account_id: UUID,
+        order_id: UUID,
+        price: Decimal | None,
+        quantity: Decimal,
+        expected_lots: int | None = None,
     ) -> tuple[int, int]:
-        """Validate an amend without changing anything: (price ticks, lots)."""
+        """Validate an amend without changing anything: (price ticks, lots).
+
+        ``expected_lots`` is the open quantity the amend was decided on; if the
+        order traded since, the amend is refused rather than applied to a
+        quantity its account did not lock funds for.
+        """
         order = self.owned_order(account_id, order_id)
         if order.id not in self.book.orders:
             msg = f"order {order_id} is {order.status.value}, not open"
             raise UnknownOrder(msg, "order_not_open")
         resting = self.book.orders[order.id]
+        if expected_lots is not None and resting.remaining != expected_lots:
+            msg = f"order {order_id} traded while the amend was on its way; amend again"
+            raise InvalidOrder(msg, "order_changed")
         ticks = resting.price if price is None else self.market.price_to_ticks(price)
         lots = self.market.quantity_to_lots(quantity)
         if lots > self.market.max_lots:
@@ -161,8 +174,9 @@ class Venue:
         price: Decimal | None,
         quantity: Decimal,
         at: datetime,
+        expected_lots: int | None = None,
     ) -> Order:
-        ticks, lots = self.check_amend(account_id, order_id, price, quantity)
+        ticks, lots = self.check_amend(account_id, order_id, price, quantity, expected_lots)
         order = self.orders[order_id]
         execution = self.book.amend(order.id, ticks, lots)
         order._record(

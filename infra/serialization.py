@@ -13,11 +13,11 @@ from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from types import UnionType
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import orjson
-from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
 _DUMPS_OPTIONS = orjson.OPT_SORT_KEYS
@@ -66,10 +66,10 @@ class EventMapper(Mapper[UUID]):
     def __init__(self) -> None:
         super().__init__(transcoder=OrjsonTranscoder())
 
-    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
-        event = super().to_domain_event(stored_event)
+    def to_domain_event(self, stored_event: StoredEvent) -> CanMutateAggregate[UUID]:
+        event = cast("CanMutateAggregate[UUID]", super().to_domain_event(stored_event))
         state = vars(event)
-        for name, convert in _conversions(type(event)):
+        for name, convert in _conversions(cast(type, type(event))):
             value = state.get(name)
             if isinstance(value, str):
                 state[name] = convert(value)

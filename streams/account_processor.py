@@ -1,0 +1,346 @@
+"""The account processor: one writer for the accounts of one partition.
+
+Its single input is its partition of ``bitex.account-commands``: commands from
+the gateways, and what the matching side relays back (order events to settle,
+refused amends). A single input makes its output a function of that input and
+its own prior state, so replaying an input after a crash re-emits the very
+same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, cast
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+
+from domain.accounts import Account
+from domain.aggregates import account_id_for, order_id_for
+from domain.errors import DomainError, UnknownOrder
+from domain.exchange import UnknownAccount
+from domain.markets import FeeRate, Market
+from domain.matching import SelfTradePrevention, Side, TimeInForce
+from domain.money import Asset, parse_decimal
+from domain.orders import OrderType, validate_order
+from domain.settlement import (
+    lock_for_order,
+    prelock_for_amend,
+    remaining_lots,
+    settle_order_event,
+    undo_prelock,
+)
+from infra import messages
+from infra.event_records import header, stored_event
+from infra.messages import Command, MalformedMessage, Outcome
+from infra.serialization import EventMapper
+from infra.topics import MATCHING_COMMANDS, OUTCOMES, USER_EVENTS, TopicMap
+from streams.dedupe import SeenEvents
+from streams.forwards import (
+    AMEND,
+    AMEND_REFUSED,
+    CANCEL,
+    CANCEL_ALL,
+    KIND,
+    REJECT,
+    SUBMIT,
+    AmendRefused,
+    Forward,
+    request_to_json,
+)
+from streams.records import InRecord, OutRecord, event_records
+
+log = logging.getLogger(__name__)
+
+SOURCE = "bitex-source"
+"""Header on outputs caused by a relay: the relayed event, so a restart knows it."""
+
+
+class AccountProcessor:
+    def __init__(self, markets: dict[str, Market], topics: TopicMap, partition: int) -> None:
+        self.markets = markets
+        self.topics = topics
+        self.partition = partition
+        self.assets = {a.code: a for m in markets.values() for a in (m.base, m.quote)}
+        self.accounts: dict[UUID, Account] = {}
+        self.mapper = EventMapper()
+        self.own_events = SeenEvents()
+        self.relayed = SeenEvents(contiguous=False)
+        self.refusals_seen: dict[int, int] = {}
+        self._handlers: dict[str, Callable[[Command], tuple[str | None, Forward | None]]] = {
+            messages.OPEN_ACCOUNT: self._open_account,
+            messages.DEPOSIT: self._deposit,
+            messages.WITHDRAW: self._withdraw,
+            messages.SET_FEE_RATES: self._set_fee_rates,
+            messages.PLACE_ORDER: self._place_order,
+            messages.CANCEL_ORDER: self._cancel_order,
+            messages.CANCEL_ALL: self._cancel_all,
+            messages.AMEND_ORDER: self._amend_order,
+        }
+
+    # -- recovery ----------------------------------------------------------
+
+    def restore(self, stored: StoredEvent, headers: Any) -> None:
+        """Apply one of this partition's own account events, read back from Kafka."""
+        aggregate_id = UUID(str(stored.originator_id))
+        if not self.own_events.is_new(aggregate_id, stored.originator_version, stored.state):
+            return
+        event = self.mapper.to_domain_event(stored)
+        if isinstance(event, Account.Opened):
+            self.accounts[event.originator_id] = cast(Account, event.mutate(None))
+        else:
+            event.mutate(self.accounts[event.originator_id])
+        source = header(headers, SOURCE)
+        if source is not None:
+            self._remember_source(source)
+
+    # -- processing --------------------------------------------------------
+
+    def handle(self, record: InRecord) -> list[OutRecord]:
+        stored = stored_event(record.value, record.headers)
+        if stored is not None:
+            return self._settle(record, stored)
+        if header(record.headers, KIND) == AMEND_REFUSED:
+            return self._undo_amend(record)
+        try:
+            command = Command.decode(record.value)
+        except MalformedMessage as error:
+            log.error("skipping malformed record %s: %s", record.cause.decode(), error)
+            return []
+        try:
+            self._check_partition(command.account_id)
+            details, forward = self._handlers[command.kind](command)
+        except DomainError as refusal:
+            account = self.accounts.get(command.account_id)
+            if account is not None and account.pending_events:
+                msg = f"account {account.id} changed before refusing {command.command_id}"
+                raise AssertionError(msg) from refusal
+            outcome = Outcome(command.command_id, False, code=refusal.code, message=refusal.message)
+            return [self._outcome(outcome)]
+        out = self._collect(self.accounts.get(command.account_id), record.cause)
+        if forward is not None:
+            out.append(self._forward(forward, record.cause))
+        else:
+            out.append(self._outcome(Outcome(command.command_id, True, {"result": details})))
+        return out
+
+    # -- commands ----------------------------------------------------------
+
+    def _open_account(self, command: Command) -> tuple[str | None, Forward | None]:
+        owner = str(command.fields["owner"])
+        if account_id_for(owner) != command.account_id:
+            msg = f"account id {command.account_id} does not belong to {owner!r}"
+            raise DomainError(msg, "invalid_account")
+        if command.account_id not in self.accounts:
+            self.accounts[command.account_id] = Account.open(owner, command.at)
+            return "opened", None
+        return "already_open", None
+
+    def _deposit(self, command: Command) -> tuple[str | None, Forward | None]:
+        asset, amount = self._asset_amount(command)
+        done = self._account(command).deposit(
+            asset, amount, str(command.fields["tx_id"]), command.at
+        )
+        return ("credited" if done else "duplicate"), None
+
+    def _withdraw(self, command: Command) -> tuple[str | None, Forward | None]:
+        asset, amount = self._asset_amount(command)
+        withdrawal_id = str(command.fields.get("withdrawal_id") or command.command_id)
+        done = self._account(command).withdraw(asset, amount, withdrawal_id, command.at)
+        return ("debited" if done else "duplicate"), None
+
+    def _set_fee_rates(self, command: Command) -> tuple[str | None, Forward | None]:
+        market = self._market(command.fields["symbol"])
+        maker = FeeRate(parse_decimal(command.fields["maker"], "maker"))
+        taker = FeeRate(parse_decimal(command.fields["taker"], "taker"))
+        self._account(command).set_fee_rates(market, maker, taker, command.at)
+        return "set", None
+
+    def _place_order(self, command: Command) -> tuple[str | None, Forward | None]:
+        account = self._account(command)
+        f = command.fields
+        market = self._market(f["symbol"])
+        order_id = order_id_for(account.id, f.get("client_order_id"), command.command_id)
+        if order_id in account.order_ids:
+            # A resubmission: the matching side answers with the order as it stands.
+            body = {"order_id": str(order_id), "duplicate": True}
+            return None, Forward(
+                SUBMIT, command.command_id, command.at, account.id, market.symbol, body
+            )
+        request = validate_order(
+            market,
+            order_id=order_id,
+            account_id=account.id,
+            side=Side(f["side"]),
+            type=OrderType(f["type"]),
+            price=_optional_decimal(f.get("price"), "price"),
+            quantity=_optional_decimal(f.get("quantity"), "quantity"),
+            quote_quantity=_optional_decimal(f.get("quote_quantity"), "quote_quantity"),
+            time_in_force=TimeInForce(f["time_in_force"]) if f.get("time_in_force") else None,
+            post_only=bool(f.get("post_only", False)),
+            stp=SelfTradePrevention(f.get("stp") or SelfTradePrevention.CANCEL_TAKER),
+            client_order_id=f.get("client_order_id"),
+        )
+        funds = lock_for_order(account, market, request, command.at)
+        body = {"request": request_to_json(request), "funds": funds}
+        kind = SUBMIT if funds else REJECT
+        return None, Forward(kind, command.command_id, command.at, account.id, market.symbol, body)
+
+    def _cancel_order(self, command: Command) -> tuple[str | None, Forward | None]:
+        account = self._account(command)
+        order_id = UUID(str(command.fields["order_id"]))
+        reservation = self._open_reservation(account, order_id)
+        body = {"order_id": str(order_id)}
+        return None, Forward(
+            CANCEL, command.command_id, command.at, account.id, reservation.symbol, body
+        )
+
+    def _cancel_all(self, command: Command) -> tuple[str | None, Forward | None]:
+        account = self._account(command)
+        market = self._market(command.fields["symbol"])
+        return None, Forward(
+            CANCEL_ALL, command.command_id, command.at, account.id, market.symbol, {}
+        )
+
+    def _amend_order(self, command: Command) -> tuple[str | None, Forward | None]:
+        account = self._account(command)
+        f = command.fields
+        order_id = UUID(str(f["order_id"]))
+        reservation = self._open_reservation(account, order_id)
+        market = self.markets[reservation.symbol]
+        price = _optional_decimal(f.get("price"), "price")
+        quantity = _optional_decimal(f.get("quantity"), "quantity")
+        if quantity is None:
+            msg = "an amend needs the new quantity"
+            raise DomainError(msg, "missing_field")
+        expected_lots = remaining_lots(account, market, order_id)
+        prelocked = prelock_for_amend(account, market, order_id, price, quantity, command.at)
+        body = {
+            "expected_lots": expected_lots,
+            "order_id": str(order_id),
+            "price": None if price is None else format(price, "f"),
+            "quantity": format(quantity, "f"),
+            "prelocked": prelocked,
+        }
+        return None, Forward(AMEND, command.command_id, command.at, account.id, market.symbol, body)
+
+    # -- relays from the matching side --------------------------------------
+
+    def _settle(self, record: InRecord, stored: StoredEvent) -> list[OutRecord]:
+        order_id = UUID(str(stored.originator_id))
+        if not self.relayed.is_new(order_id, stored.originator_version, stored.state):
+            return []
+        event = self.mapper.to_domain_event(stored)
+        symbol = header(record.headers, "bitex-symbol")
+        account_id = header(record.headers, "bitex-account")
+        if symbol is None or account_id is None:
+            msg = f"relayed event {order_id} v{stored.originator_version} lacks its routing"
+            raise MalformedMessage(msg)
+        account = self.accounts[UUID(account_id.decode())]
+        settle_order_event(account, self.markets[symbol.decode()], event)
+        source = f"e:{order_id}:{stored.originator_version}".encode()
+        return self._collect(account, record.cause, source)
+
+    def _undo_amend(self, record: InRecord) -> list[OutRecord]:
+        refused = AmendRefused.decode(record.value)
+        matching_partition, matching_offset = _source_position(record)
+        if matching_offset <= self.refusals_seen.get(matching_partition, -1):
+            return []
+        self.refusals_seen[matching_partition] = matching_offset
+        account_id = header(record.headers, "bitex-account")
+        assert account_id is not None
+        account = self.accounts[UUID(account_id.decode())]
+        undo_prelock(
+            account, self.markets[refused.symbol], refused.order_id, refused.units, refused.at
+        )
+        source = f"r:{matching_partition}:{matching_offset}".encode()
+        return self._collect(account, record.cause, source)
+
+    def _remember_source(self, source: bytes) -> None:
+        kind, _, rest = source.decode().partition(":")
+        first, _, second = rest.partition(":")
+        if kind == "e":
+            self.relayed.versions[UUID(first)] = max(
+                self.relayed.versions.get(UUID(first), 0), int(second)
+            )
+        else:
+            self.refusals_seen[int(first)] = max(
+                self.refusals_seen.get(int(first), -1), int(second)
+            )
+
+    # -- helpers -----------------------------------------------------------
+
+    def _collect(
+        self, account: Account | None, cause: bytes, source: bytes | None = None
+    ) -> list[OutRecord]:
+        """The account's new events as records on its partition of the user events."""
+        if account is None:
+            return []
+        pending = account.collect_events()
+        records = event_records(self.mapper, pending, USER_EVENTS, self.partition, cause)
+        for record, event in zip(records, pending, strict=True):
+            self.own_events.remember(event.originator_id, event.originator_version, record.value)
+            if source is not None:
+                record.headers.append((SOURCE, source))
+        return records
+
+    def _forward(self, forward: Forward, cause: bytes) -> OutRecord:
+        partition = self.topics.market_partition(forward.symbol)
+        headers = [(KIND, forward.kind), ("bitex-cause", cause)]
+        return OutRecord(
+            MATCHING_COMMANDS, partition, forward.symbol.encode(), forward.encode(), headers
+        )
+
+    def _outcome(self, outcome: Outcome) -> OutRecord:
+        return OutRecord(OUTCOMES, 0, outcome.command_id.encode(), outcome.encode())
+
+    def _check_partition(self, account_id: UUID) -> None:
+        expected = self.topics.account_partition(account_id)
+        if expected != self.partition:
+            msg = f"account {account_id} belongs to partition {expected}, not {self.partition}"
+            raise DomainError(msg, "misrouted")
+
+    def _account(self, command: Command) -> Account:
+        account = self.accounts.get(command.account_id)
+        if account is None:
+            msg = f"unknown account {command.account_id}"
+            raise UnknownAccount(msg)
+        return account
+
+    def _market(self, symbol: object) -> Market:
+        market = self.markets.get(str(symbol))
+        if market is None:
+            msg = f"unknown market {symbol!r}"
+            raise DomainError(msg, "unknown_market")
+        return market
+
+    def _asset_amount(self, command: Command) -> tuple[Asset, Decimal]:
+        code = str(command.fields["asset"])
+        asset = self.assets.get(code)
+        if asset is None:
+            msg = f"unknown asset {code!r}"
+            raise DomainError(msg, "unknown_asset")
+        return asset, parse_decimal(command.fields["amount"], "amount")
+
+    @staticmethod
+    def _open_reservation(account: Account, order_id: UUID) -> Any:
+        reservation = account.reservations.get(order_id)
+        if reservation is None:
+            msg = f"no open order {order_id}"
+            raise UnknownOrder(msg, "order_not_open")
+        return reservation
+
+
+def _optional_decimal(value: object, what: str) -> Decimal | None:
+    return None if value is None else parse_decimal(value, what)
+
+
+def _source_position(record: InRecord) -> tuple[int, int]:
+    raw = header(record.headers, "bitex-cause")
+    if raw is None:
+        msg = "a relay must name its cause"
+        raise MalformedMessage(msg)
+    partition, _, offset = raw.decode().partition(":")
+    return int(partition), int(offset)

@@ -1,0 +1,223 @@
+"""The Faust side of the processors: consume an inbox, run a core, publish.
+
+Effectively-once without trusting any single mechanism:
+
+- a core's output depends only on its input partition and its own prior state;
+- every output names its cause (input partition and offset);
+- outputs of a batch are durably written before Faust may commit its offsets;
+- after any restart or rebalance, the first offset Faust delivers for a
+  partition is where processing resumes; the core's state is rebuilt from its
+  own output log, keeping only what inputs *before* that offset caused;
+- what is re-processed is re-emitted byte for byte, and every consumer drops
+  such duplicates by (aggregate id, version), checking they are identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import faust
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from eventsourcing.persistence import StoredEvent
+from faust.streams import Stream
+
+from domain.markets import Market, demo_markets
+from infra.event_records import cause_offset, stored_event
+from infra.settings import Settings
+from infra.topics import (
+    ACCOUNT_COMMANDS,
+    MARKET_EVENTS,
+    MATCHING_COMMANDS,
+    ORDER_EVENTS,
+    USER_EVENTS,
+    TopicMap,
+)
+from streams.account_processor import AccountProcessor
+from streams.matching_processor import MatchingProcessor
+from streams.records import InRecord, OutRecord
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+BATCH_WITHIN = 0.005
+
+
+class Core(Protocol):
+    def restore(self, stored: StoredEvent, headers: Any) -> None: ...
+
+    def handle(self, record: InRecord) -> list[OutRecord]: ...
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    inbox: str
+    own_logs: tuple[str, ...]
+    """Output topics whose partition *p* holds everything partition *p* of the inbox
+    built, in the order they are read back."""
+    make_core: Callable[[dict[str, Market], TopicMap, int], Core]
+
+
+ACCOUNTS = Role("accounts", ACCOUNT_COMMANDS, (USER_EVENTS,), AccountProcessor)
+MATCHING = Role("matching", MATCHING_COMMANDS, (MARKET_EVENTS, ORDER_EVENTS), MatchingProcessor)
+ROLES = {role.name: role for role in (ACCOUNTS, MATCHING)}
+
+
+class ProcessorRuntime:
+    """One core per assigned inbox partition, each rebuilt from its own log."""
+
+    def __init__(
+        self, role: Role, settings: Settings, topics: TopicMap, markets: dict[str, Market]
+    ) -> None:
+        self.role = role
+        self.settings = settings
+        self.topics = topics
+        self.markets = markets
+        self.cores: dict[int, Core] = {}
+        self._producer: AIOKafkaProducer | None = None
+
+    async def core_for(self, partition: int, first_offset: int) -> Core:
+        core = self.cores.get(partition)
+        if core is None:
+            core = self.role.make_core(self.markets, self.topics, partition)
+            restored = await self._restore(core, partition, first_offset)
+            log.info(
+                "%s partition %d: rebuilt from %d events, resuming at offset %d",
+                self.role.name,
+                partition,
+                restored,
+                first_offset,
+            )
+            self.cores[partition] = core
+        return core
+
+    def forget(self, partitions: Sequence[int]) -> None:
+        """Drop the state of partitions this worker no longer owns."""
+        for partition in partitions:
+            self.cores.pop(partition, None)
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        """Write records and wait until Kafka has every one (acks=all)."""
+        if not records:
+            return
+        producer = await self._the_producer()
+        futures = [
+            await producer.send(
+                r.topic, r.value, key=r.key, partition=r.partition, headers=r.headers
+            )
+            for r in records
+        ]
+        await asyncio.gather(*futures)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def _the_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                client_id=f"bitex-{self.role.name}",
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=2,
+                max_batch_size=256 * 1024,
+            )
+            await self._producer.start()
+        return self._producer
+
+    async def _restore(self, core: Core, partition: int, first_offset: int) -> int:
+        """Apply the partition's own outputs caused by inputs before ``first_offset``."""
+        restored = 0
+        for topic in self.role.own_logs:
+            async for value, headers in read_partition(self.settings, topic, partition):
+                cause = cause_offset(headers)
+                stored = stored_event(value, headers)
+                if stored is None or cause is None or cause[1] >= first_offset:
+                    continue
+                core.restore(stored, headers)
+                restored += 1
+        return restored
+
+
+async def read_partition(settings: Settings, topic: str, partition: int) -> Any:
+    """Every record of one partition, from the start to its end as of now."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        while await consumer.position(tp) < end:
+            batches = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+            for record in batches.get(tp, []):
+                yield record.value, record.headers
+    finally:
+        await consumer.stop()
+
+
+def build_app(role: Role, settings: Settings | None = None) -> faust.App:
+    settings = settings or Settings.from_env()
+    topics = TopicMap.from_env()
+    runtime = ProcessorRuntime(role, settings, topics, demo_markets())
+    app = faust.App(
+        f"bitex-{role.name}",
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        producer_acks=-1,
+        stream_buffer_maxsize=4 * BATCH_SIZE,
+        broker_max_poll_records=BATCH_SIZE,
+    )
+    inbox = app.topic(role.inbox, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(inbox, name=f"bitex-{role.name}-processor")
+    async def process(stream: faust.StreamT[bytes]) -> None:
+        assert isinstance(stream, Stream)
+        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+            out: list[OutRecord] = []
+            for event in events:
+                message = event.message
+                core = await runtime.core_for(message.partition, message.offset)
+                record = InRecord(
+                    message.partition, message.offset, message.value or b"", _headers(message)
+                )
+                out += core.handle(record)
+            await runtime.publish(out)
+
+    def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked = args[0] if args else kwargs.get("revoked", ())
+        runtime.forget([tp.partition for tp in revoked if tp.topic == role.inbox])
+
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode is untyped
+
+    return app
+
+
+def _headers(message: Any) -> list[tuple[str, bytes]]:
+    raw = message.headers or ()
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(key), bytes(value)) for key, value in items]
+
+
+def run_worker(role_name: str) -> None:
+    """Run one processor role until stopped (``bitex worker accounts|matching``)."""
+    role = ROLES[role_name]
+    app = build_app(role)
+    worker = faust.Worker(app, loglevel="info")
+    worker.execute_from_commandline()

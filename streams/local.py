@@ -1,0 +1,129 @@
+"""The processors wired together in memory: the same cores, an in-memory log.
+
+Tests use it to compare the distributed design with the in-process Exchange,
+to crash and recover cores at will, and to compute the reference state of a
+run from the inbox logs Kafka recorded.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from itertools import chain
+
+from domain.accounts import Account
+from domain.markets import Market
+from domain.venue import Venue
+from infra.event_records import cause_offset, stored_event
+from infra.messages import Command
+from infra.topics import (
+    ACCOUNT_COMMANDS,
+    MARKET_EVENTS,
+    MATCHING_COMMANDS,
+    ORDER_EVENTS,
+    USER_EVENTS,
+    TopicMap,
+)
+from streams.account_processor import AccountProcessor
+from streams.matching_processor import MatchingProcessor
+from streams.records import InRecord, OutRecord
+
+OWN_LOGS = {ACCOUNT_COMMANDS: (USER_EVENTS,), MATCHING_COMMANDS: (MARKET_EVENTS, ORDER_EVENTS)}
+
+
+class LocalCluster:
+    def __init__(self, markets: dict[str, Market], topics: TopicMap | None = None) -> None:
+        self.markets = markets
+        self.topics = topics or TopicMap()
+        self.logs: defaultdict[tuple[str, int], list[OutRecord]] = defaultdict(list)
+        self.consumed: defaultdict[tuple[str, int], int] = defaultdict(int)
+        self.cores: dict[tuple[str, int], AccountProcessor | MatchingProcessor] = {}
+        for inbox in OWN_LOGS:
+            for partition in range(self._partitions(inbox)):
+                self.cores[inbox, partition] = self._new_core(inbox, partition)
+
+    # -- feeding -----------------------------------------------------------
+
+    def send(self, command: Command) -> None:
+        partition = self.topics.account_partition(command.account_id)
+        key = str(command.account_id).encode()
+        self.logs[ACCOUNT_COMMANDS, partition].append(
+            OutRecord(ACCOUNT_COMMANDS, partition, key, command.encode())
+        )
+
+    def step(self, inbox: str, partition: int) -> bool:
+        """Let one core take its next input; False if it had none."""
+        log = self.logs[inbox, partition]
+        offset = self.consumed[inbox, partition]
+        if offset >= len(log):
+            return False
+        record = log[offset]
+        out = self.cores[inbox, partition].handle(
+            InRecord(partition, offset, record.value, record.headers)
+        )
+        self.consumed[inbox, partition] = offset + 1
+        for produced in out:
+            self.logs[produced.topic, produced.partition].append(produced)
+        return True
+
+    def run_until_quiet(self) -> None:
+        busy = True
+        while busy:
+            busy = False
+            for inbox, partition in list(self.cores):
+                while self.step(inbox, partition):
+                    busy = True
+
+    # -- crashes -------------------------------------------------------------
+
+    def crash(self, inbox: str, partition: int, resume_at: int) -> None:
+        """Lose a core's memory; it rebuilds from its own log and resumes at ``resume_at``.
+
+        ``resume_at`` may lag what it had consumed, as a committed offset does.
+        """
+        assert resume_at <= self.consumed[inbox, partition]
+        core = self._new_core(inbox, partition)
+        for topic in OWN_LOGS[inbox]:
+            for record in self.logs[topic, partition]:
+                cause = cause_offset(record.headers)
+                stored = stored_event(record.value, record.headers)
+                if stored is not None and cause is not None and cause[1] < resume_at:
+                    core.restore(stored, record.headers)
+        self.cores[inbox, partition] = core
+        self.consumed[inbox, partition] = resume_at
+
+    # -- reading -------------------------------------------------------------
+
+    def accounts(self) -> list[Account]:
+        return list(
+            chain.from_iterable(
+                core.accounts.values()
+                for core in self.cores.values()
+                if isinstance(core, AccountProcessor)
+            )
+        )
+
+    def venues(self) -> list[Venue]:
+        return list(
+            chain.from_iterable(
+                core.venues.values()
+                for core in self.cores.values()
+                if isinstance(core, MatchingProcessor)
+            )
+        )
+
+    def event_log(self, topic: str) -> Iterable[OutRecord]:
+        for partition in range(self._partitions(topic)):
+            yield from self.logs[topic, partition]
+
+    # -- helpers -------------------------------------------------------------
+
+    def _partitions(self, topic: str) -> int:
+        if topic in (ACCOUNT_COMMANDS, USER_EVENTS):
+            return self.topics.account_partitions
+        return self.topics.market_partitions
+
+    def _new_core(self, inbox: str, partition: int) -> AccountProcessor | MatchingProcessor:
+        if inbox == ACCOUNT_COMMANDS:
+            return AccountProcessor(self.markets, self.topics, partition)
+        return MatchingProcessor(self.markets, self.topics, partition)

@@ -1,0 +1,211 @@
+"""The matching processor: one writer for the venues of one market partition.
+
+Its single input is its partition of ``bitex.matching-commands``, written by
+the account processors. It emits order events and market events, and relays
+to each account's inbox the order events that account must settle.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+
+from domain.errors import DomainError
+from domain.markets import Market
+from domain.orders import Order
+from domain.replay import Replayer
+from domain.settlement import SETTLING_EVENTS
+from domain.venue import Event, TradeTape, Venue
+from infra.event_records import CAUSE, cause_offset, header
+from infra.messages import MalformedMessage, Outcome
+from infra.serialization import EventMapper
+from infra.topics import ACCOUNT_COMMANDS, MARKET_EVENTS, ORDER_EVENTS, OUTCOMES, TopicMap
+from streams.dedupe import SeenEvents
+from streams.forwards import (
+    AMEND,
+    AMEND_REFUSED,
+    CANCEL,
+    CANCEL_ALL,
+    KIND,
+    REJECT,
+    SUBMIT,
+    AmendRefused,
+    Forward,
+    request_from_json,
+)
+from streams.records import InRecord, OutRecord, event_records
+
+FORWARD = "bitex-forward"
+"""Header on outputs: the account-inbox position of the forward that caused them."""
+ACCOUNT = "bitex-account"
+SYMBOL = "bitex-symbol"
+
+
+class MatchingProcessor:
+    def __init__(self, markets: dict[str, Market], topics: TopicMap, partition: int) -> None:
+        self.topics = topics
+        self.partition = partition
+        self.markets = {
+            symbol: market
+            for symbol, market in markets.items()
+            if topics.market_partition(symbol) == partition
+        }
+        self.mapper = EventMapper()
+        self.replayer = Replayer(self.markets)
+        self.venues = self.replayer.venues
+        self.own_events = SeenEvents()
+        self.forwards_seen: dict[int, int] = {}
+
+    # -- recovery ----------------------------------------------------------
+
+    def restore(self, stored: StoredEvent, headers: Any) -> None:
+        """Apply one of this partition's own events (market events first, then orders)."""
+        aggregate_id = UUID(str(stored.originator_id))
+        if not self.own_events.is_new(aggregate_id, stored.originator_version, stored.state):
+            return
+        self.replayer.apply(self.mapper.to_domain_event(stored))
+        forward = cause_offset([(CAUSE, raw)] if (raw := header(headers, FORWARD)) else None)
+        if forward is not None:
+            self._seen_forward(*forward)
+
+    # -- processing --------------------------------------------------------
+
+    def handle(self, record: InRecord) -> list[OutRecord]:
+        kind = header(record.headers, KIND)
+        source = cause_offset(record.headers)
+        if kind is None or source is None:
+            msg = f"record {record.cause.decode()} is not a forward"
+            raise MalformedMessage(msg)
+        if not self._seen_forward(*source):
+            return []
+        forward = Forward.decode(kind, record.value)
+        venue = self._venue(forward.symbol, forward.at)
+        refund: list[OutRecord] = []
+        try:
+            outcome = Outcome(forward.command_id, True, self._apply(venue, forward))
+        except DomainError as refusal:
+            outcome = Outcome(forward.command_id, False, code=refusal.code, message=refusal.message)
+            refund = self._refund_amend(forward, record.cause)
+        out = self._records(venue, record.cause, f"{source[0]}:{source[1]}".encode())
+        out += refund
+        out.append(OutRecord(OUTCOMES, 0, outcome.command_id.encode(), outcome.encode()))
+        return out
+
+    def _apply(self, venue: Venue, forward: Forward) -> dict[str, Any]:
+        body, at = forward.body, forward.at
+        if forward.kind == SUBMIT and body.get("duplicate"):
+            return _order_details(venue.owned_order(forward.account_id, UUID(body["order_id"])))
+        if forward.kind in (SUBMIT, REJECT):
+            request = request_from_json(body["request"])
+            if request.order_id in venue.orders:
+                return _order_details(venue.orders[request.order_id])
+            if forward.kind == SUBMIT:
+                order = venue.submit(request, int(body["funds"]), at)
+            else:
+                order = venue.reject(request, "insufficient_funds", at)
+            return _order_details(order)
+        if forward.kind == CANCEL:
+            order_id = UUID(body["order_id"])
+            return _order_details(
+                venue.cancel(forward.account_id, order_id, "cancelled_by_user", at)
+            )
+        if forward.kind == CANCEL_ALL:
+            cancelled = venue.cancel_all(forward.account_id, "cancelled_by_user", at)
+            return {"cancelled": [str(order.id) for order in cancelled]}
+        if forward.kind == AMEND:
+            price = None if body["price"] is None else Decimal(body["price"])
+            order = venue.amend(
+                forward.account_id,
+                UUID(body["order_id"]),
+                price,
+                Decimal(body["quantity"]),
+                at,
+                expected_lots=int(body["expected_lots"]),
+            )
+            return _order_details(order)
+        msg = f"unknown forward kind {forward.kind!r}"
+        raise MalformedMessage(msg)
+
+    # -- helpers -----------------------------------------------------------
+
+    def _seen_forward(self, partition: int, offset: int) -> bool:
+        """Record a forward's position; False if it was seen before (a re-emission)."""
+        if offset <= self.forwards_seen.get(partition, -1):
+            return False
+        self.forwards_seen[partition] = offset
+        return True
+
+    def _venue(self, symbol: str, at: datetime) -> Venue:
+        venue = self.venues.get(symbol)
+        if venue is None:
+            market = self.markets.get(symbol)
+            if market is None:
+                msg = f"market {symbol} is not on matching partition {self.partition}"
+                raise MalformedMessage(msg)
+            venue = self.venues[symbol] = Venue.open(market, at)
+        return venue
+
+    def _records(self, venue: Venue, cause: bytes, forward: bytes) -> list[OutRecord]:
+        out: list[OutRecord] = []
+        for event in venue.collect_events():
+            out += self._event_records(venue, event, cause, forward)
+        return out
+
+    def _event_records(
+        self, venue: Venue, event: Event, cause: bytes, forward: bytes
+    ) -> list[OutRecord]:
+        topic = MARKET_EVENTS if isinstance(event, TradeTape.Event) else ORDER_EVENTS
+        (record,) = event_records(self.mapper, [event], topic, self.partition, cause)
+        record.headers.append((FORWARD, forward))
+        self.own_events.remember(event.originator_id, event.originator_version, record.value)
+        if not isinstance(event, SETTLING_EVENTS):
+            return [record]
+        order = venue.orders[event.originator_id]
+        relay = OutRecord(
+            ACCOUNT_COMMANDS,
+            self.topics.account_partition(order.account_id),
+            str(order.account_id).encode(),
+            record.value,
+            [
+                *record.headers,
+                (ACCOUNT, str(order.account_id).encode()),
+                (SYMBOL, venue.market.symbol.encode()),
+            ],
+        )
+        return [record, relay]
+
+    def _refund_amend(self, forward: Forward, cause: bytes) -> list[OutRecord]:
+        units = int(forward.body.get("prelocked", 0)) if forward.kind == AMEND else 0
+        if not units:
+            return []
+        refused = AmendRefused(UUID(forward.body["order_id"]), forward.symbol, units, forward.at)
+        return [
+            OutRecord(
+                ACCOUNT_COMMANDS,
+                self.topics.account_partition(forward.account_id),
+                str(forward.account_id).encode(),
+                refused.encode(),
+                [
+                    (KIND, AMEND_REFUSED),
+                    (CAUSE, cause),
+                    (ACCOUNT, str(forward.account_id).encode()),
+                ],
+            )
+        ]
+
+
+def _order_details(order: Order) -> dict[str, Any]:
+    return {
+        "order_id": str(order.id),
+        "symbol": order.symbol,
+        "status": order.status.value,
+        "reason": order.reason,
+        "price": None if order.price is None else format(order.price, "f"),
+        "remaining": None if order.remaining is None else format(order.remaining, "f"),
+        "filled_quantity": format(order.filled_quantity, "f"),
+        "filled_notional": format(order.filled_notional, "f"),
+    }
