@@ -37,7 +37,6 @@ ACCOUNT_COMMANDS = "bitex.account-commands"
 MATCHING_COMMANDS = "bitex.matching-commands"
 OUTCOMES = "bitex.outcomes"
 
-EVENT_TOPICS = (USER_EVENTS, ORDER_EVENTS, MARKET_EVENTS)
 
 WEEK_MS = str(7 * 24 * 3600 * 1000)
 DAY_MS = str(24 * 3600 * 1000)
@@ -62,9 +61,49 @@ class TopicMap:
     market_partitions: int = MARKET_PARTITIONS
     market_map: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_MARKET_MAP))
 
+    prefix: str = ""
+    """Prepended to every topic (and consumer group) name, to run isolated copies."""
+
     @classmethod
     def from_env(cls) -> TopicMap:
-        return cls(market_map=_market_map_from_env())
+        return cls(
+            market_map=_market_map_from_env(), prefix=os.environ.get("BITEX_TOPIC_PREFIX", "")
+        )
+
+    @property
+    def user_events(self) -> str:
+        return self.prefix + USER_EVENTS
+
+    @property
+    def order_events(self) -> str:
+        return self.prefix + ORDER_EVENTS
+
+    @property
+    def market_events(self) -> str:
+        return self.prefix + MARKET_EVENTS
+
+    @property
+    def account_commands(self) -> str:
+        return self.prefix + ACCOUNT_COMMANDS
+
+    @property
+    def matching_commands(self) -> str:
+        return self.prefix + MATCHING_COMMANDS
+
+    @property
+    def outcomes(self) -> str:
+        return self.prefix + OUTCOMES
+
+    @property
+    def event_topics(self) -> tuple[str, str, str]:
+        return (self.user_events, self.order_events, self.market_events)
+
+    def partitions(self, topic: str) -> int:
+        if topic in (self.user_events, self.account_commands):
+            return self.account_partitions
+        if topic == self.outcomes:
+            return 1
+        return self.market_partitions
 
     def account_partition(self, account_id: UUID) -> int:
         """Kafka's own key hash (murmur2), so any client keyed by account agrees."""
@@ -81,10 +120,10 @@ class TopicMap:
     def specs(self) -> list[TopicSpec]:
         accounts, markets = self.account_partitions, self.market_partitions
         return [
-            event_topic(USER_EVENTS, accounts),
-            event_topic(ORDER_EVENTS, markets),
-            event_topic(MARKET_EVENTS, markets),
-            TopicSpec(ACCOUNT_COMMANDS, accounts, {"retention.ms": WEEK_MS}),
-            TopicSpec(MATCHING_COMMANDS, markets, {"retention.ms": WEEK_MS}),
-            TopicSpec(OUTCOMES, 1, {"retention.ms": DAY_MS}),
+            event_topic(self.user_events, accounts),
+            event_topic(self.order_events, markets),
+            event_topic(self.market_events, markets),
+            TopicSpec(self.account_commands, accounts, {"retention.ms": WEEK_MS}),
+            TopicSpec(self.matching_commands, markets, {"retention.ms": WEEK_MS}),
+            TopicSpec(self.outcomes, 1, {"retention.ms": DAY_MS}),
         ]

@@ -36,7 +36,7 @@ from infra import messages
 from infra.event_records import header, stored_event
 from infra.messages import Command, MalformedMessage, Outcome
 from infra.serialization import EventMapper
-from infra.topics import MATCHING_COMMANDS, OUTCOMES, USER_EVENTS, TopicMap
+from infra.topics import TopicMap
 from streams.dedupe import SeenEvents
 from streams.forwards import (
     AMEND,
@@ -279,7 +279,9 @@ class AccountProcessor:
         if account is None:
             return []
         pending = account.collect_events()
-        records = event_records(self.mapper, pending, USER_EVENTS, self.partition, cause)
+        records = event_records(
+            self.mapper, pending, self.topics.user_events, self.partition, cause
+        )
         for record, event in zip(records, pending, strict=True):
             self.own_events.remember(event.originator_id, event.originator_version, record.value)
             if source is not None:
@@ -290,11 +292,15 @@ class AccountProcessor:
         partition = self.topics.market_partition(forward.symbol)
         headers = [(KIND, forward.kind), ("bitex-cause", cause)]
         return OutRecord(
-            MATCHING_COMMANDS, partition, forward.symbol.encode(), forward.encode(), headers
+            self.topics.matching_commands,
+            partition,
+            forward.symbol.encode(),
+            forward.encode(),
+            headers,
         )
 
     def _outcome(self, outcome: Outcome) -> OutRecord:
-        return OutRecord(OUTCOMES, 0, outcome.command_id.encode(), outcome.encode())
+        return OutRecord(self.topics.outcomes, 0, outcome.command_id.encode(), outcome.encode())
 
     def _check_partition(self, account_id: UUID) -> None:
         expected = self.topics.account_partition(account_id)

@@ -28,14 +28,7 @@ from faust.streams import Stream
 from domain.markets import Market, demo_markets
 from infra.event_records import cause_offset, stored_event
 from infra.settings import Settings
-from infra.topics import (
-    ACCOUNT_COMMANDS,
-    MARKET_EVENTS,
-    MATCHING_COMMANDS,
-    ORDER_EVENTS,
-    USER_EVENTS,
-    TopicMap,
-)
+from infra.topics import TopicMap
 from streams.account_processor import AccountProcessor
 from streams.matching_processor import MatchingProcessor
 from streams.records import InRecord, OutRecord
@@ -55,15 +48,25 @@ class Core(Protocol):
 @dataclass(frozen=True)
 class Role:
     name: str
-    inbox: str
-    own_logs: tuple[str, ...]
+    inbox: Callable[[TopicMap], str]
+    own_logs: Callable[[TopicMap], tuple[str, ...]]
     """Output topics whose partition *p* holds everything partition *p* of the inbox
     built, in the order they are read back."""
     make_core: Callable[[dict[str, Market], TopicMap, int], Core]
 
 
-ACCOUNTS = Role("accounts", ACCOUNT_COMMANDS, (USER_EVENTS,), AccountProcessor)
-MATCHING = Role("matching", MATCHING_COMMANDS, (MARKET_EVENTS, ORDER_EVENTS), MatchingProcessor)
+ACCOUNTS = Role(
+    "accounts",
+    inbox=lambda topics: topics.account_commands,
+    own_logs=lambda topics: (topics.user_events,),
+    make_core=AccountProcessor,
+)
+MATCHING = Role(
+    "matching",
+    inbox=lambda topics: topics.matching_commands,
+    own_logs=lambda topics: (topics.market_events, topics.order_events),
+    make_core=MatchingProcessor,
+)
 ROLES = {role.name: role for role in (ACCOUNTS, MATCHING)}
 
 
@@ -134,7 +137,7 @@ class ProcessorRuntime:
     async def _restore(self, core: Core, partition: int, first_offset: int) -> int:
         """Apply the partition's own outputs caused by inputs before ``first_offset``."""
         restored = 0
-        for topic in self.role.own_logs:
+        for topic in self.role.own_logs(self.topics):
             async for value, headers in read_partition(self.settings, topic, partition):
                 cause = cause_offset(headers)
                 stored = stored_event(value, headers)
@@ -172,7 +175,7 @@ def build_app(role: Role, settings: Settings | None = None) -> faust.App:
     topics = TopicMap.from_env()
     runtime = ProcessorRuntime(role, settings, topics, demo_markets())
     app = faust.App(
-        f"bitex-{role.name}",
+        f"{topics.prefix}bitex-{role.name}",
         broker=f"kafka://{settings.kafka_bootstrap}",
         value_serializer="raw",
         key_serializer="raw",
@@ -184,7 +187,8 @@ def build_app(role: Role, settings: Settings | None = None) -> faust.App:
         stream_buffer_maxsize=4 * BATCH_SIZE,
         broker_max_poll_records=BATCH_SIZE,
     )
-    inbox = app.topic(role.inbox, value_serializer="raw", key_serializer="raw")
+    inbox_name = role.inbox(topics)
+    inbox = app.topic(inbox_name, value_serializer="raw", key_serializer="raw")
 
     @app.agent(inbox, name=f"bitex-{role.name}-processor")
     async def process(stream: faust.StreamT[bytes]) -> None:
@@ -202,7 +206,7 @@ def build_app(role: Role, settings: Settings | None = None) -> faust.App:
 
     def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", ())
-        runtime.forget([tp.partition for tp in revoked if tp.topic == role.inbox])
+        runtime.forget([tp.partition for tp in revoked if tp.topic == inbox_name])
 
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode is untyped
 

@@ -16,30 +16,25 @@ from domain.markets import Market
 from domain.venue import Venue
 from infra.event_records import cause_offset, stored_event
 from infra.messages import Command
-from infra.topics import (
-    ACCOUNT_COMMANDS,
-    MARKET_EVENTS,
-    MATCHING_COMMANDS,
-    ORDER_EVENTS,
-    USER_EVENTS,
-    TopicMap,
-)
+from infra.topics import TopicMap
 from streams.account_processor import AccountProcessor
 from streams.matching_processor import MatchingProcessor
 from streams.records import InRecord, OutRecord
-
-OWN_LOGS = {ACCOUNT_COMMANDS: (USER_EVENTS,), MATCHING_COMMANDS: (MARKET_EVENTS, ORDER_EVENTS)}
 
 
 class LocalCluster:
     def __init__(self, markets: dict[str, Market], topics: TopicMap | None = None) -> None:
         self.markets = markets
-        self.topics = topics or TopicMap()
+        self.topics = topics = topics or TopicMap()
+        self.own_logs = {
+            topics.account_commands: (topics.user_events,),
+            topics.matching_commands: (topics.market_events, topics.order_events),
+        }
         self.logs: defaultdict[tuple[str, int], list[OutRecord]] = defaultdict(list)
         self.consumed: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.cores: dict[tuple[str, int], AccountProcessor | MatchingProcessor] = {}
-        for inbox in OWN_LOGS:
-            for partition in range(self._partitions(inbox)):
+        for inbox in self.own_logs:
+            for partition in range(self.topics.partitions(inbox)):
                 self.cores[inbox, partition] = self._new_core(inbox, partition)
 
     # -- feeding -----------------------------------------------------------
@@ -47,12 +42,15 @@ class LocalCluster:
     def send(self, command: Command) -> None:
         partition = self.topics.account_partition(command.account_id)
         key = str(command.account_id).encode()
-        self.logs[ACCOUNT_COMMANDS, partition].append(
-            OutRecord(ACCOUNT_COMMANDS, partition, key, command.encode())
-        )
+        inbox = self.topics.account_commands
+        self.logs[inbox, partition].append(OutRecord(inbox, partition, key, command.encode()))
 
-    def step(self, inbox: str, partition: int) -> bool:
-        """Let one core take its next input; False if it had none."""
+    def step(self, inbox: str, partition: int, route: bool = True) -> bool:
+        """Let one core take its next input; False if it had none.
+
+        With ``route`` False its outputs are dropped: the inboxes then hold only
+        what was put there (for replaying a recorded run).
+        """
         log = self.logs[inbox, partition]
         offset = self.consumed[inbox, partition]
         if offset >= len(log):
@@ -62,7 +60,7 @@ class LocalCluster:
             InRecord(partition, offset, record.value, record.headers)
         )
         self.consumed[inbox, partition] = offset + 1
-        for produced in out:
+        for produced in out if route else ():
             self.logs[produced.topic, produced.partition].append(produced)
         return True
 
@@ -83,7 +81,7 @@ class LocalCluster:
         """
         assert resume_at <= self.consumed[inbox, partition]
         core = self._new_core(inbox, partition)
-        for topic in OWN_LOGS[inbox]:
+        for topic in self.own_logs[inbox]:
             for record in self.logs[topic, partition]:
                 cause = cause_offset(record.headers)
                 stored = stored_event(record.value, record.headers)
@@ -113,17 +111,12 @@ class LocalCluster:
         )
 
     def event_log(self, topic: str) -> Iterable[OutRecord]:
-        for partition in range(self._partitions(topic)):
+        for partition in range(self.topics.partitions(topic)):
             yield from self.logs[topic, partition]
 
     # -- helpers -------------------------------------------------------------
 
-    def _partitions(self, topic: str) -> int:
-        if topic in (ACCOUNT_COMMANDS, USER_EVENTS):
-            return self.topics.account_partitions
-        return self.topics.market_partitions
-
     def _new_core(self, inbox: str, partition: int) -> AccountProcessor | MatchingProcessor:
-        if inbox == ACCOUNT_COMMANDS:
+        if inbox == self.topics.account_commands:
             return AccountProcessor(self.markets, self.topics, partition)
         return MatchingProcessor(self.markets, self.topics, partition)

@@ -23,7 +23,7 @@ from domain.venue import Event, TradeTape, Venue
 from infra.event_records import CAUSE, cause_offset, header
 from infra.messages import MalformedMessage, Outcome
 from infra.serialization import EventMapper
-from infra.topics import ACCOUNT_COMMANDS, MARKET_EVENTS, ORDER_EVENTS, OUTCOMES, TopicMap
+from infra.topics import TopicMap
 from streams.dedupe import SeenEvents
 from streams.forwards import (
     AMEND,
@@ -92,7 +92,9 @@ class MatchingProcessor:
             refund = self._refund_amend(forward, record.cause)
         out = self._records(venue, record.cause, f"{source[0]}:{source[1]}".encode())
         out += refund
-        out.append(OutRecord(OUTCOMES, 0, outcome.command_id.encode(), outcome.encode()))
+        out.append(
+            OutRecord(self.topics.outcomes, 0, outcome.command_id.encode(), outcome.encode())
+        )
         return out
 
     def _apply(self, venue: Venue, forward: Forward) -> dict[str, Any]:
@@ -158,7 +160,8 @@ class MatchingProcessor:
     def _event_records(
         self, venue: Venue, event: Event, cause: bytes, forward: bytes
     ) -> list[OutRecord]:
-        topic = MARKET_EVENTS if isinstance(event, TradeTape.Event) else ORDER_EVENTS
+        topics = self.topics
+        topic = topics.market_events if isinstance(event, TradeTape.Event) else topics.order_events
         (record,) = event_records(self.mapper, [event], topic, self.partition, cause)
         record.headers.append((FORWARD, forward))
         self.own_events.remember(event.originator_id, event.originator_version, record.value)
@@ -166,7 +169,7 @@ class MatchingProcessor:
             return [record]
         order = venue.orders[event.originator_id]
         relay = OutRecord(
-            ACCOUNT_COMMANDS,
+            self.topics.account_commands,
             self.topics.account_partition(order.account_id),
             str(order.account_id).encode(),
             record.value,
@@ -185,7 +188,7 @@ class MatchingProcessor:
         refused = AmendRefused(UUID(forward.body["order_id"]), forward.symbol, units, forward.at)
         return [
             OutRecord(
-                ACCOUNT_COMMANDS,
+                self.topics.account_commands,
                 self.topics.account_partition(forward.account_id),
                 str(forward.account_id).encode(),
                 refused.encode(),
