@@ -1,4 +1,4 @@
-"""The `bitex` command. Subcommands: `services up|down|status`, `endpoints`."""
+"""The `bitex` command: `services up|down|status`, `endpoints`, `topics`, `worker ROLE`."""
 
 from __future__ import annotations
 
@@ -32,6 +32,29 @@ def _endpoints(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from infra.kafka_admin import ensure_topics
+    from infra.topics import TopicMap
+
+    topics = TopicMap.from_env()
+    created = asyncio.run(ensure_topics(topics.specs(), settings))
+    for spec in topics.specs():
+        state = "created" if spec.name in created else "ok"
+        print(f"{spec.name:<40} {spec.partitions:>3} partitions  {state}")
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    # The CLI is the composition root: it may start what lives above infra.
+    from streams.app import run_worker
+
+    _topics(args, settings)
+    run_worker(args.role)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bitex", description="BitEx exchange backend tools.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -44,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     endpoints = sub.add_parser("endpoints", help="print where BitEx finds its services and API")
     endpoints.set_defaults(func=_endpoints)
+
+    topics = sub.add_parser("topics", help="create the Kafka topics (idempotent)")
+    topics.set_defaults(func=_topics)
+
+    worker = sub.add_parser("worker", help="run a write-side processor until stopped")
+    worker.add_argument("role", choices=["accounts", "matching"])
+    worker.set_defaults(func=_worker)
     return parser
 
 
