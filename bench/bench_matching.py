@@ -581,7 +581,7 @@ def main() -> None:
     )
     print(engine.line("engine"))
     print(naive.line("naive "))
-    print(f"ratio: engine/naive {ratio:.1f}x on the same first {len(head):,} operations")
+    print(f"ratio: engine/naive {ratio:.2f}x on the same first {len(head):,} operations")
     gc.unfreeze()
 
     ev_ops, ev_events, ev_seconds, ev_trades, ev_share = exchange_with_events(work, n_events)
