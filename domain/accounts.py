@@ -15,7 +15,13 @@ from decimal import Decimal, localcontext
 from uuid import UUID
 
 from domain.aggregates import ExchangeAggregate, StampedCreated, account_id_for
-from domain.errors import InsufficientFunds, InvalidAmount, InvariantViolation, UnknownOrder
+from domain.errors import (
+    DomainError,
+    InsufficientFunds,
+    InvalidAmount,
+    InvariantViolation,
+    UnknownOrder,
+)
 from domain.markets import FeeRate, Market
 from domain.matching import Side
 from domain.money import Asset, units_of
@@ -38,6 +44,8 @@ class Reservation:
     asset: str
     units: int
     limit_price: Decimal | None
+    amending: int | None = None
+    """Units locked in advance for an amend on its way to the book; None if none is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +117,26 @@ class Account(ExchangeAggregate):
         def apply(self, account: Account) -> None:
             account.order_ids.add(self.order_id)
 
+    class AmendRequested(ExchangeAggregate.Event):
+        """An amend is on its way to the book; ``prelocked`` is what it may need on top."""
+
+        TOPIC = "bitex.account.AmendRequested"
+        order_id: UUID
+        asset: str
+        prelocked: Decimal
+
+        def apply(self, account: Account) -> None:
+            units = units_of(self.prelocked)
+            holding = account.holding(self.asset)
+            holding.available -= units
+            holding.locked += units
+            reservation = account.reservations[self.order_id]
+            reservation.units += units
+            reservation.amending = units
+
     class ReservationAdjusted(ExchangeAggregate.Event):
-        """An amend changed what an order may spend (a positive change locks more)."""
+        """The book applied or refused an amend: the reservation is what the order needs
+        now (a positive change locks more), and no amend is pending any more."""
 
         TOPIC = "bitex.account.ReservationAdjusted"
         order_id: UUID
@@ -126,6 +152,7 @@ class Account(ExchangeAggregate):
             reservation = account.reservations[self.order_id]
             reservation.units += units
             reservation.limit_price = self.limit_price
+            reservation.amending = None
 
     class FundsReleased(ExchangeAggregate.Event):
         """An order is done: whatever it did not spend is available again."""
@@ -297,7 +324,7 @@ class Account(ExchangeAggregate):
                 f"{asset.to_decimal(self.available(asset))} available"
             )
             raise InsufficientFunds(msg)
-        if change or limit_price != reservation.limit_price:
+        if change or limit_price != reservation.limit_price or reservation.amending is not None:
             self._record(
                 self.ReservationAdjusted,
                 at,
@@ -306,6 +333,27 @@ class Account(ExchangeAggregate):
                 change=asset.to_decimal(change),
                 limit_price=limit_price,
             )
+
+    def request_amend(self, order_id: UUID, market: Market, extra: int, at: datetime) -> None:
+        """Lock ``extra`` for an amend before the book sees it; one amend at a time."""
+        reservation = self.reservation(order_id)
+        if reservation.amending is not None:
+            msg = f"order {order_id} has an amend in progress; wait for its outcome"
+            raise DomainError(msg, "amend_in_progress")
+        asset = market.quote if reservation.side is Side.BUY else market.base
+        if extra > self.available(asset):
+            msg = (
+                f"amend needs {asset.to_decimal(extra)} more {asset.code}, "
+                f"{asset.to_decimal(self.available(asset))} available"
+            )
+            raise InsufficientFunds(msg)
+        self._record(
+            self.AmendRequested,
+            at,
+            order_id=order_id,
+            asset=asset.code,
+            prelocked=asset.to_decimal(extra),
+        )
 
     def release(self, order_id: UUID, market: Market, reason: str, at: datetime) -> None:
         """Close an order's reservation, returning what it did not spend."""

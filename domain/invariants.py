@@ -65,6 +65,8 @@ def check_reservations(accounts: Iterable[Account], venues: Iterable[Venue]) -> 
             if order_id not in resting:
                 problems.append(f"order {order_id} is not open but still reserves funds")
                 continue
+            if reservation.amending is not None:
+                problems.append(f"order {order_id} still has an amend pending")
             market, order = resting[order_id]
             need = market.resting_need(order.side is Side.BUY, order.price, order.remaining)
             if reservation.units != need:

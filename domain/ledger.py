@@ -49,8 +49,15 @@ def postings(event: CanMutateAggregate[UUID]) -> list[Leg]:
     if isinstance(event, Account.Withdrawn):
         units = units_of(event.amount)
         return [Leg(me, AVAILABLE, event.asset, -units), Leg(EXTERNAL, "", event.asset, units)]
-    if isinstance(event, (Account.FundsLocked, Account.ReservationAdjusted)):
-        amount = event.amount if isinstance(event, Account.FundsLocked) else event.change
+    if isinstance(
+        event, (Account.FundsLocked, Account.ReservationAdjusted, Account.AmendRequested)
+    ):
+        if isinstance(event, Account.FundsLocked):
+            amount = event.amount
+        elif isinstance(event, Account.AmendRequested):
+            amount = event.prelocked
+        else:
+            amount = event.change
         units = units_of(amount)
         return [Leg(me, AVAILABLE, event.asset, -units), Leg(me, LOCKED, event.asset, units)]
     if isinstance(event, Account.FundsReleased):

@@ -89,14 +89,14 @@ def prelock_for_amend(
 ) -> int:
     """Lock in advance what an amend adds to an order's needs; returns the units locked.
 
-    The book may still refuse the amend; then ``undo_prelock`` gives them back.
+    The order is marked as amending until the book's answer comes back: an
+    ``Amended`` event sets the reservation to exactly what the order needs, a
+    refusal (``undo_prelock``) gives the extra back. Until then a second amend
+    is refused, so two amends never race over the same funds.
     """
     need, _ = amend_needs(account, market, order_id, price, quantity)
-    reservation = account.reservation(order_id)
-    extra = need - reservation.units
-    if extra <= 0:
-        return 0
-    account.adjust(order_id, market, need, reservation.limit_price, at)
+    extra = max(0, need - account.reservation(order_id).units)
+    account.request_amend(order_id, market, extra, at)
     return extra
 
 
@@ -105,8 +105,10 @@ def undo_prelock(
 ) -> None:
     """Give back what was locked for an amend the book refused (if the order is still open)."""
     reservation = account.reservations.get(order_id)
-    if reservation is not None and units > 0:
-        account.adjust(order_id, market, reservation.units - units, reservation.limit_price, at)
+    if reservation is not None and reservation.amending is not None:
+        account.adjust(
+            order_id, market, reservation.units - reservation.amending, reservation.limit_price, at
+        )
 
 
 def remaining_lots(account: Account, market: Market, order_id: UUID) -> int:

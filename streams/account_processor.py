@@ -54,9 +54,6 @@ from streams.records import InRecord, OutRecord, event_records
 
 log = logging.getLogger(__name__)
 
-SOURCE = "bitex-source"
-"""Header on outputs caused by a relay: the relayed event, so a restart knows it."""
-
 
 class AccountProcessor:
     def __init__(self, markets: dict[str, Market], topics: TopicMap, partition: int) -> None:
@@ -92,9 +89,15 @@ class AccountProcessor:
             self.accounts[event.originator_id] = cast(Account, event.mutate(None))
         else:
             event.mutate(self.accounts[event.originator_id])
-        source = header(headers, SOURCE)
-        if source is not None:
-            self._remember_source(source)
+
+    def note_processed(self, record: InRecord) -> None:
+        """Remember an input that was processed before this restart, for deduplication."""
+        stored = stored_event(record.value, record.headers)
+        if stored is not None:
+            order_id = UUID(str(stored.originator_id))
+            self.relayed.is_new(order_id, stored.originator_version, stored.state)
+        elif header(record.headers, KIND) == AMEND_REFUSED:
+            self._first_refusal(record)
 
     # -- processing --------------------------------------------------------
 
@@ -240,41 +243,31 @@ class AccountProcessor:
             raise MalformedMessage(msg)
         account = self.accounts[UUID(account_id.decode())]
         settle_order_event(account, self.markets[symbol.decode()], event)
-        source = f"e:{order_id}:{stored.originator_version}".encode()
-        return self._collect(account, record.cause, source)
+        return self._collect(account, record.cause)
 
     def _undo_amend(self, record: InRecord) -> list[OutRecord]:
-        refused = AmendRefused.decode(record.value)
-        matching_partition, matching_offset = _source_position(record)
-        if matching_offset <= self.refusals_seen.get(matching_partition, -1):
+        if not self._first_refusal(record):
             return []
-        self.refusals_seen[matching_partition] = matching_offset
+        refused = AmendRefused.decode(record.value)
         account_id = header(record.headers, "bitex-account")
         assert account_id is not None
         account = self.accounts[UUID(account_id.decode())]
         undo_prelock(
             account, self.markets[refused.symbol], refused.order_id, refused.units, refused.at
         )
-        source = f"r:{matching_partition}:{matching_offset}".encode()
-        return self._collect(account, record.cause, source)
+        return self._collect(account, record.cause)
 
-    def _remember_source(self, source: bytes) -> None:
-        kind, _, rest = source.decode().partition(":")
-        first, _, second = rest.partition(":")
-        if kind == "e":
-            self.relayed.versions[UUID(first)] = max(
-                self.relayed.versions.get(UUID(first), 0), int(second)
-            )
-        else:
-            self.refusals_seen[int(first)] = max(
-                self.refusals_seen.get(int(first), -1), int(second)
-            )
+    def _first_refusal(self, record: InRecord) -> bool:
+        """Record a refused-amend relay; False if this one was seen before."""
+        matching_partition, matching_offset = _source_position(record)
+        if matching_offset <= self.refusals_seen.get(matching_partition, -1):
+            return False
+        self.refusals_seen[matching_partition] = matching_offset
+        return True
 
     # -- helpers -----------------------------------------------------------
 
-    def _collect(
-        self, account: Account | None, cause: bytes, source: bytes | None = None
-    ) -> list[OutRecord]:
+    def _collect(self, account: Account | None, cause: bytes) -> list[OutRecord]:
         """The account's new events as records on its partition of the user events."""
         if account is None:
             return []
@@ -284,8 +277,6 @@ class AccountProcessor:
         )
         for record, event in zip(records, pending, strict=True):
             self.own_events.remember(event.originator_id, event.originator_version, record.value)
-            if source is not None:
-                record.headers.append((SOURCE, source))
         return records
 
     def _forward(self, forward: Forward, cause: bytes) -> OutRecord:

@@ -17,16 +17,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import faust
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from eventsourcing.persistence import StoredEvent
 from faust.streams import Stream
 
 from domain.markets import Market, demo_markets
 from infra.event_records import cause_offset, stored_event
+from infra.kafka_io import read_partition
 from infra.settings import Settings
 from infra.topics import TopicMap
 from streams.account_processor import AccountProcessor
@@ -41,6 +43,8 @@ BATCH_WITHIN = 0.005
 
 class Core(Protocol):
     def restore(self, stored: StoredEvent, headers: Any) -> None: ...
+
+    def note_processed(self, record: InRecord) -> None: ...
 
     def handle(self, record: InRecord) -> list[OutRecord]: ...
 
@@ -81,27 +85,49 @@ class ProcessorRuntime:
         self.topics = topics
         self.markets = markets
         self.cores: dict[int, Core] = {}
+        self.next_offsets: dict[int, int] = {}
         self._producer: AIOKafkaProducer | None = None
 
-    async def core_for(self, partition: int, first_offset: int) -> Core:
-        core = self.cores.get(partition)
-        if core is None:
-            core = self.role.make_core(self.markets, self.topics, partition)
-            restored = await self._restore(core, partition, first_offset)
-            log.info(
-                "%s partition %d: rebuilt from %d events, resuming at offset %d",
-                self.role.name,
-                partition,
-                restored,
-                first_offset,
-            )
-            self.cores[partition] = core
+    async def process(self, batch: Sequence[InRecord]) -> None:
+        """Run a batch through the cores and make every output durable.
+
+        A core is (re)built whenever its partition's next input is not the one
+        it expects: after a start or a rebalance, or when Faust seeks. What the
+        batch produced so far is written first, so the rebuild sees it. An
+        input a core has already taken (redelivered after a seek) is skipped.
+        """
+        out: list[OutRecord] = []
+        for record in batch:
+            core = self.cores.get(record.partition)
+            expected = self.next_offsets.get(record.partition)
+            if core is not None and expected is not None and record.offset < expected:
+                continue
+            if core is None or record.offset != expected:
+                await self.publish(out)
+                out = []
+                core = await self._rebuild(record.partition, record.offset)
+            out += core.handle(record)
+            self.next_offsets[record.partition] = record.offset + 1
+        await self.publish(out)
+
+    async def _rebuild(self, partition: int, first_offset: int) -> Core:
+        core = self.role.make_core(self.markets, self.topics, partition)
+        restored = await self._restore(core, partition, first_offset)
+        log.info(
+            "%s partition %d: rebuilt from %d events, resuming at offset %d",
+            self.role.name,
+            partition,
+            restored,
+            first_offset,
+        )
+        self.cores[partition] = core
         return core
 
     def forget(self, partitions: Sequence[int]) -> None:
         """Drop the state of partitions this worker no longer owns."""
         for partition in partitions:
             self.cores.pop(partition, None)
+            self.next_offsets.pop(partition, None)
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
         """Write records and wait until Kafka has every one (acks=all)."""
@@ -135,10 +161,17 @@ class ProcessorRuntime:
         return self._producer
 
     async def _restore(self, core: Core, partition: int, first_offset: int) -> int:
-        """Apply the partition's own outputs caused by inputs before ``first_offset``."""
+        """Apply the partition's own outputs caused by inputs before ``first_offset``,
+        and let the core note those inputs (what it has seen, for deduplication)."""
+        inbox = self.role.inbox(self.topics)
+        async with aclosing(read_partition(self.settings, inbox, partition)) as records:
+            async for offset, value, headers in records:
+                if offset >= first_offset:
+                    break
+                core.note_processed(InRecord(partition, offset, value, headers))
         restored = 0
         for topic in self.role.own_logs(self.topics):
-            async for value, headers in read_partition(self.settings, topic, partition):
+            async for _, value, headers in read_partition(self.settings, topic, partition):
                 cause = cause_offset(headers)
                 stored = stored_event(value, headers)
                 if stored is None or cause is None or cause[1] >= first_offset:
@@ -148,29 +181,7 @@ class ProcessorRuntime:
         return restored
 
 
-async def read_partition(settings: Settings, topic: str, partition: int) -> Any:
-    """Every record of one partition, from the start to its end as of now."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        while await consumer.position(tp) < end:
-            batches = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
-            for record in batches.get(tp, []):
-                yield record.value, record.headers
-    finally:
-        await consumer.stop()
-
-
-def build_app(role: Role, settings: Settings | None = None) -> faust.App:
+def build_app(role: Role, settings: Settings | None = None, instance: int = 0) -> faust.App:
     settings = settings or Settings.from_env()
     topics = TopicMap.from_env()
     runtime = ProcessorRuntime(role, settings, topics, demo_markets())
@@ -185,6 +196,8 @@ def build_app(role: Role, settings: Settings | None = None) -> faust.App:
         topic_disable_leader=True,
         producer_acks=-1,
         stream_buffer_maxsize=4 * BATCH_SIZE,
+        # Static membership: a restarted worker takes its place back at once.
+        consumer_group_instance_id=f"{topics.prefix}bitex-{role.name}-{instance}",
         broker_max_poll_records=BATCH_SIZE,
     )
     inbox_name = role.inbox(topics)
@@ -194,15 +207,16 @@ def build_app(role: Role, settings: Settings | None = None) -> faust.App:
     async def process(stream: faust.StreamT[bytes]) -> None:
         assert isinstance(stream, Stream)
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
-            out: list[OutRecord] = []
-            for event in events:
-                message = event.message
-                core = await runtime.core_for(message.partition, message.offset)
-                record = InRecord(
-                    message.partition, message.offset, message.value or b"", _headers(message)
+            batch = [
+                InRecord(
+                    event.message.partition,
+                    event.message.offset,
+                    event.message.value or b"",
+                    _headers(event.message),
                 )
-                out += core.handle(record)
-            await runtime.publish(out)
+                for event in events
+            ]
+            await runtime.process(batch)
 
     def on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", ())

@@ -123,7 +123,8 @@ class Forward:
 
 @dataclass(frozen=True, slots=True)
 class AmendRefused:
-    """The book refused an amend: the account gives back what it locked for it."""
+    """The book refused an amend: the account gives back what it locked for it,
+    and the order may be amended again."""
 
     order_id: UUID
     symbol: str

@@ -45,11 +45,18 @@ class LocalCluster:
         inbox = self.topics.account_commands
         self.logs[inbox, partition].append(OutRecord(inbox, partition, key, command.encode()))
 
-    def step(self, inbox: str, partition: int, route: bool = True) -> bool:
+    def step(
+        self,
+        inbox: str,
+        partition: int,
+        route: bool = True,
+        sink: list[OutRecord] | None = None,
+    ) -> bool:
         """Let one core take its next input; False if it had none.
 
-        With ``route`` False its outputs are dropped: the inboxes then hold only
-        what was put there (for replaying a recorded run).
+        With ``route`` False its outputs are not appended to the logs, so the
+        inboxes hold only what was put there (to replay a recorded run); they
+        go to ``sink`` if one is given.
         """
         log = self.logs[inbox, partition]
         offset = self.consumed[inbox, partition]
@@ -60,6 +67,8 @@ class LocalCluster:
             InRecord(partition, offset, record.value, record.headers)
         )
         self.consumed[inbox, partition] = offset + 1
+        if sink is not None:
+            sink.extend(out)
         for produced in out if route else ():
             self.logs[produced.topic, produced.partition].append(produced)
         return True
@@ -81,6 +90,8 @@ class LocalCluster:
         """
         assert resume_at <= self.consumed[inbox, partition]
         core = self._new_core(inbox, partition)
+        for offset, record in enumerate(self.logs[inbox, partition][:resume_at]):
+            core.note_processed(InRecord(partition, offset, record.value, record.headers))
         for topic in self.own_logs[inbox]:
             for record in self.logs[topic, partition]:
                 cause = cause_offset(record.headers)

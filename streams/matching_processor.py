@@ -40,7 +40,8 @@ from streams.forwards import (
 from streams.records import InRecord, OutRecord, event_records
 
 FORWARD = "bitex-forward"
-"""Header on outputs: the account-inbox position of the forward that caused them."""
+"""Header on outputs: the account-inbox position of the forward that caused them
+(for tracing; a restart learns what it had seen from its inbox)."""
 ACCOUNT = "bitex-account"
 SYMBOL = "bitex-symbol"
 
@@ -68,9 +69,12 @@ class MatchingProcessor:
         if not self.own_events.is_new(aggregate_id, stored.originator_version, stored.state):
             return
         self.replayer.apply(self.mapper.to_domain_event(stored))
-        forward = cause_offset([(CAUSE, raw)] if (raw := header(headers, FORWARD)) else None)
-        if forward is not None:
-            self._seen_forward(*forward)
+
+    def note_processed(self, record: InRecord) -> None:
+        """Remember a forward that was processed before this restart, for deduplication."""
+        source = cause_offset(record.headers)
+        if source is not None:
+            self._seen_forward(*source)
 
     # -- processing --------------------------------------------------------
 
@@ -182,9 +186,9 @@ class MatchingProcessor:
         return [record, relay]
 
     def _refund_amend(self, forward: Forward, cause: bytes) -> list[OutRecord]:
-        units = int(forward.body.get("prelocked", 0)) if forward.kind == AMEND else 0
-        if not units:
+        if forward.kind != AMEND:
             return []
+        units = int(forward.body.get("prelocked", 0))
         refused = AmendRefused(UUID(forward.body["order_id"]), forward.symbol, units, forward.at)
         return [
             OutRecord(

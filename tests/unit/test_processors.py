@@ -6,34 +6,36 @@ import random
 
 import pytest
 
+from domain.aggregates import order_id_for
 from domain.exchange import Exchange
 from domain.invariants import check_state
 from domain.ledger import Ledger
 from domain.markets import demo_markets
 from domain.replay import Replayer
 from domain.state_hash import state_hash
-from infra.event_records import stored_event
-from infra.serialization import EventMapper
-from streams.dedupe import SeenEvents
+from infra import messages
+from infra.event_records import Headers
+from infra.messages import Outcome
 from streams.local import LocalCluster
+from streams.rebuild import rebuild
 from tests.workload import T0, Workload, apply_to_exchange
 
 
 def replay_logs(cluster: LocalCluster) -> tuple[Replayer, Ledger]:
     """Rebuild the state from the event logs alone, dropping verified duplicates."""
-    mapper, seen = EventMapper(), SeenEvents()
-    replayer, ledger = Replayer(cluster.markets), Ledger()
     topics = cluster.topics
-    for topic in (topics.market_events, topics.order_events, topics.user_events):
-        for record in cluster.event_log(topic):
-            stored = stored_event(record.value, record.headers)
-            assert stored is not None
-            if not seen.is_new(stored.originator_id, stored.originator_version, stored.state):  # type: ignore[arg-type]
-                continue
-            event = mapper.to_domain_event(stored)
-            replayer.apply(event)
-            ledger.apply(event)
-    return replayer, ledger
+
+    def records(topic: str) -> list[tuple[bytes, Headers]]:
+        return [(r.value, r.headers) for r in cluster.event_log(topic)]
+
+    rebuilt = rebuild(
+        cluster.markets,
+        records(topics.market_events),
+        records(topics.order_events),
+        records(topics.user_events),
+    )
+    assert rebuilt.duplicates > 0, "crashes must have re-emitted something"
+    return rebuilt.replayer, rebuilt.ledger
 
 
 def test_one_command_at_a_time_the_cluster_equals_the_in_process_exchange() -> None:
@@ -89,3 +91,43 @@ def test_crashed_cores_recover_to_the_state_of_a_run_without_crashes(seed: int) 
     )
     assert check_state(replayer.accounts.values(), replayer.venues.values(), ledger) == []
     assert len(crashy.logs[crashy.topics.matching_commands, 0]) > 0
+
+
+def test_a_second_amend_waits_until_the_book_answered_the_first() -> None:
+    markets = demo_markets()
+    cluster = LocalCluster(markets)
+    workload = Workload(seed=3, owners=1)
+    owner = workload.owners[0]
+    for command in workload.opening():
+        cluster.send(command)
+    place = workload.command(
+        messages.PLACE_ORDER, owner, symbol="BTC-USDT", side="buy", type="limit",
+        price="100", quantity="1",
+    )  # fmt: skip
+    cluster.send(place)
+    cluster.run_until_quiet()
+    order_id = order_id_for(place.account_id, None, place.command_id)
+    first = workload.command(
+        messages.AMEND_ORDER, owner, order_id=str(order_id), price="90", quantity="3"
+    )
+    second = workload.command(
+        messages.AMEND_ORDER, owner, order_id=str(order_id), price="80", quantity="2"
+    )
+    cluster.send(first)
+    cluster.send(second)
+    account_inbox = (
+        cluster.topics.account_commands,
+        cluster.topics.account_partition(place.account_id),
+    )
+    while cluster.step(*account_inbox):  # the account takes both before the book sees either
+        pass
+    cluster.run_until_quiet()
+    outcomes = {
+        o.command_id: o
+        for o in (Outcome.decode(r.value) for r in cluster.logs[cluster.topics.outcomes, 0])
+    }
+    assert outcomes[first.command_id].ok
+    assert outcomes[second.command_id].code == "amend_in_progress"
+    (account,) = cluster.accounts()
+    assert account.reservations[order_id].units == 270_000_000  # 3 x 90 USDT, nothing pending
+    assert check_state(cluster.accounts(), cluster.venues()) == []

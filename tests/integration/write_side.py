@@ -1,0 +1,127 @@
+"""Run isolated copies of the write side (one topic prefix each) as real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from infra.event_records import Headers
+from infra.kafka_admin import delete_topics, ensure_topics
+from infra.kafka_io import end_offsets, read_topic
+from infra.settings import REPO_ROOT, Settings
+from infra.topics import TopicMap
+
+ROLES = ("accounts", "matching")
+
+
+class WriteSide:
+    """Both processor roles as subprocesses (``bitex worker ROLE``) on prefixed topics."""
+
+    def __init__(self, settings: Settings, prefix: str, log_dir: Path) -> None:
+        self.settings = settings
+        self.topics = TopicMap(prefix=prefix)
+        self.log_dir = log_dir
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.starts: dict[str, int] = dict.fromkeys(ROLES, 0)
+
+    async def create_topics(self) -> None:
+        await ensure_topics(self.topics.specs(), self.settings)
+
+    async def delete_topics(self) -> None:
+        await delete_topics([spec.name for spec in self.topics.specs()], self.settings)
+
+    def log_path(self, role: str) -> Path:
+        return self.log_dir / f"{role}.log"
+
+    def start(self, role: str) -> None:
+        env = {**os.environ, "BITEX_TOPIC_PREFIX": self.topics.prefix, "PYTHONUNBUFFERED": "1"}
+        log = self.log_path(role).open("ab")
+        self.processes[role] = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "worker", role],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.starts[role] += 1
+
+    def kill9(self, role: str) -> None:
+        process = self.processes[role]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + 15
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    async def wait_ready(self, role: str, timeout: float = 60) -> None:
+        """Until the worker has joined its group (its log says so) for the latest start."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = self.log_path(role).read_text(errors="replace").count("[^Worker]: Ready")
+            if ready >= self.starts[role]:
+                return
+            if self.processes[role].poll() is not None:
+                raise AssertionError(f"{role} worker exited; see {self.log_path(role)}")
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"{role} worker not ready after {timeout} s")
+
+    async def wait_idle(self, timeout: float = 120) -> None:
+        """Until both groups have committed everything in their inboxes, twice in a row."""
+        deadline = time.monotonic() + timeout
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            settled_checks = 0
+            while settled_checks < 2:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"write side still busy after {timeout} s")
+                await asyncio.sleep(1.5)
+                settled_checks = settled_checks + 1 if await self._caught_up(admin) else 0
+        finally:
+            await admin.close()
+
+    async def _caught_up(self, admin: AIOKafkaAdminClient) -> bool:
+        ends = await end_offsets(
+            self.settings, [self.topics.account_commands, self.topics.matching_commands]
+        )
+        for role, inbox in (
+            ("accounts", self.topics.account_commands),
+            ("matching", self.topics.matching_commands),
+        ):
+            committed = await admin.list_consumer_group_offsets(f"{self.topics.prefix}bitex-{role}")
+            for tp, end in ends.items():
+                if tp.topic != inbox:
+                    continue
+                meta = committed.get(tp)
+                if (meta.offset if meta is not None else 0) < end:
+                    return False
+        return True
+
+    async def read_partitions(
+        self, topic: str
+    ) -> dict[tuple[str, int], list[tuple[bytes, Headers]]]:
+        """Every record of a topic, by (topic, partition)."""
+        out: dict[tuple[str, int], list[tuple[bytes, Headers]]] = {}
+        for partition, value, headers in await read_topic(self.settings, topic):
+            out.setdefault((topic, partition), []).append((value, headers))
+        return out
+
+    async def read(self, topic: str) -> list[tuple[bytes, Headers]]:
+        """Every record of a topic, partition by partition."""
+        return [(v, h) for _, v, h in await read_topic(self.settings, topic)]
