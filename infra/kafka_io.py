@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -37,7 +37,7 @@ async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartit
 
 async def read_partition(
     settings: Settings, topic: str, partition: int
-) -> AsyncIterator[tuple[int, bytes, Headers]]:
+) -> AsyncGenerator[tuple[int, bytes, Headers], None]:
     """(offset, value, headers) of every record of one partition, up to its end as of now."""
     consumer = _consumer(settings)
     await consumer.start()
