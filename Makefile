@@ -54,7 +54,7 @@ test: venv up lint
 	$(BIN)/pytest
 
 run: venv up
-	@$(BIN)/bitex endpoints
+	@$(BIN)/bitex run
 
 bench: venv up
 	@shopt -s nullglob; benches=(bench/bench_*.py); \

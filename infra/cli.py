@@ -1,4 +1,4 @@
-"""The `bitex` command: `services up|down|status`, `endpoints`, `topics`, `worker ROLE`."""
+"""The `bitex` command: `services up|down|status`, `endpoints`, `topics`, `worker ROLE`, `run`."""
 
 from __future__ import annotations
 
@@ -55,6 +55,62 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    """Everything that exists, in the foreground, until Ctrl-C."""
+    import signal
+    import subprocess
+    import time
+
+    from domain.markets import demo_markets
+
+    _topics(args, settings)
+    logs = settings.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    for role in ("accounts", "matching"):
+        log = (logs / f"worker-{role}.log").open("ab")
+        children[role] = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "worker", role], stdout=log, stderr=log
+        )
+    print("\nMarkets:")
+    for market in demo_markets().values():
+        print(
+            f"  {market.symbol:<9} tick {market.tick_size}  lot {market.lot_size}  "
+            f"fees maker {market.maker_fee.rate} / taker {market.taker_fee.rate}"
+        )
+    print("\nProcessors:")
+    for role, child in children.items():
+        print(f"  {role:<9} pid {child.pid}  log {logs / f'worker-{role}.log'}")
+    print()
+    _endpoints(args, settings)
+    print("\nRunning; Ctrl-C stops the processors (make down stops the services).")
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            exited = [role for role, child in children.items() if child.poll() is not None]
+            if exited:
+                print(f"processor {exited[0]} exited; see its log", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.terminate()
+        for child in children.values():
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bitex", description="BitEx exchange backend tools.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -74,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a write-side processor until stopped")
     worker.add_argument("role", choices=["accounts", "matching"])
     worker.set_defaults(func=_worker)
+
+    run = sub.add_parser("run", help="run the processors in the foreground and print endpoints")
+    run.set_defaults(func=_run)
     return parser
 
 
