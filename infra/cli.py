@@ -58,20 +58,16 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     """Everything that exists, in the foreground, until Ctrl-C."""
     import signal
-    import subprocess
     import time
 
     from domain.markets import demo_markets
+    from infra.topics import TopicMap
+    from streams.workers import WORKER_ROLES, WriteSide
 
     _topics(args, settings)
-    logs = settings.state_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    for role in ("accounts", "matching"):
-        log = (logs / f"worker-{role}.log").open("ab")
-        children[role] = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "worker", role], stdout=log, stderr=log
-        )
+    workers = WriteSide(settings, TopicMap.from_env(), settings.state_dir / "logs")
+    for role in WORKER_ROLES:
+        workers.start(role)
     print("\nMarkets:")
     for market in demo_markets().values():
         print(
@@ -79,8 +75,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             f"fees maker {market.maker_fee.rate} / taker {market.taker_fee.rate}"
         )
     print("\nProcessors:")
-    for role, child in children.items():
-        print(f"  {role:<9} pid {child.pid}  log {logs / f'worker-{role}.log'}")
+    for role, child in workers.processes.items():
+        print(f"  {role:<9} pid {child.pid}  log {workers.log_path(role)}")
     print()
     _endpoints(args, settings)
     print("\nRunning; Ctrl-C stops the processors (make down stops the services).")
@@ -94,21 +90,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         while not stopping:
-            exited = [role for role, child in children.items() if child.poll() is not None]
-            if exited:
+            if exited := workers.exited():
                 print(f"processor {exited[0]} exited; see its log", file=sys.stderr)
                 return 1
             time.sleep(0.5)
         return 0
     finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.terminate()
-        for child in children.values():
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        workers.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:

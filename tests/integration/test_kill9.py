@@ -26,10 +26,11 @@ from infra.command_client import CommandClient
 from infra.event_records import Headers, stored_event
 from infra.serialization import EventMapper
 from infra.settings import Settings
+from infra.topics import TopicMap
 from streams.local import LocalCluster
 from streams.rebuild import rebuild
 from streams.records import OutRecord
-from tests.integration.write_side import ROLES, WriteSide
+from streams.workers import WORKER_ROLES, WriteSide
 from tests.workload import Workload
 
 pytestmark = pytest.mark.integration
@@ -41,15 +42,15 @@ KILLS_PER_ROLE = 4
 async def test_kill_minus_9_loses_nothing_and_doubles_nothing(
     settings: Settings, unique: object, tmp_path: Path
 ) -> None:
-    side = WriteSide(settings, unique("kill9") + "-", tmp_path)  # type: ignore[operator]
+    side = WriteSide(settings, TopicMap(prefix=unique("kill9") + "-"), tmp_path)  # type: ignore[operator]
     await side.create_topics()
     workload = Workload(seed=2026, owners=60)
     commands = workload.opening() + workload.trading(COMMANDS)
     rng = random.Random(9)
     try:
-        for role in ROLES:
+        for role in WORKER_ROLES:
             side.start(role)
-        for role in ROLES:
+        for role in WORKER_ROLES:
             await side.wait_ready(role)
 
         async def publish() -> None:
@@ -59,7 +60,7 @@ async def test_kill_minus_9_loses_nothing_and_doubles_nothing(
                     await asyncio.sleep(0.25)
 
         async def kill_repeatedly() -> None:
-            roles = [role for role in ROLES for _ in range(KILLS_PER_ROLE)]
+            roles = [role for role in WORKER_ROLES for _ in range(KILLS_PER_ROLE)]
             rng.shuffle(roles)
             for role in roles:
                 await asyncio.sleep(rng.uniform(1.5, 4.0))
@@ -72,7 +73,7 @@ async def test_kill_minus_9_loses_nothing_and_doubles_nothing(
     finally:
         side.stop()
 
-    assert all(side.starts[role] == KILLS_PER_ROLE + 1 for role in ROLES)
+    assert all(side.starts[role] == KILLS_PER_ROLE + 1 for role in WORKER_ROLES)
     topics = side.topics
     recorded = {
         **await side.read_partitions(topics.account_commands),

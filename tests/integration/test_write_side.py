@@ -12,7 +12,8 @@ from infra import messages
 from infra.command_client import CommandClient
 from infra.event_records import EVENT_TOPIC, header
 from infra.settings import Settings
-from tests.integration.write_side import ROLES, WriteSide
+from infra.topics import TopicMap
+from streams.workers import WORKER_ROLES, WriteSide
 
 pytestmark = pytest.mark.integration
 
@@ -21,12 +22,12 @@ pytestmark = pytest.mark.integration
 async def write_side(
     settings: Settings, unique: Callable[[str], str], tmp_path: Path
 ) -> AsyncIterator[WriteSide]:
-    side = WriteSide(settings, unique("ws") + "-", tmp_path)
+    side = WriteSide(settings, TopicMap(prefix=unique("ws") + "-"), tmp_path)
     await side.create_topics()
-    for role in ROLES:
+    for role in WORKER_ROLES:
         side.start(role)
     try:
-        for role in ROLES:
+        for role in WORKER_ROLES:
             await side.wait_ready(role)
         yield side
     finally:

@@ -1,4 +1,7 @@
-"""Run isolated copies of the write side (one topic prefix each) as real worker processes."""
+"""The write side as worker processes (``bitex worker ROLE``), on one topic prefix.
+
+Used by ``bitex run``, the integration tests and the pipeline benchmark.
+"""
 
 from __future__ import annotations
 
@@ -18,18 +21,19 @@ from infra.kafka_io import end_offsets, read_topic
 from infra.settings import REPO_ROOT, Settings
 from infra.topics import TopicMap
 
-ROLES = ("accounts", "matching")
+WORKER_ROLES = ("accounts", "matching")
 
 
 class WriteSide:
     """Both processor roles as subprocesses (``bitex worker ROLE``) on prefixed topics."""
 
-    def __init__(self, settings: Settings, prefix: str, log_dir: Path) -> None:
+    def __init__(self, settings: Settings, topics: TopicMap, log_dir: Path) -> None:
         self.settings = settings
-        self.topics = TopicMap(prefix=prefix)
+        self.topics = topics
         self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.starts: dict[str, int] = dict.fromkeys(ROLES, 0)
+        self.starts: dict[str, int] = dict.fromkeys(WORKER_ROLES, 0)
 
     async def create_topics(self) -> None:
         await ensure_topics(self.topics.specs(), self.settings)
@@ -38,7 +42,7 @@ class WriteSide:
         await delete_topics([spec.name for spec in self.topics.specs()], self.settings)
 
     def log_path(self, role: str) -> Path:
-        return self.log_dir / f"{role}.log"
+        return self.log_dir / f"worker-{role}.log"
 
     def start(self, role: str) -> None:
         env = {**os.environ, "BITEX_TOPIC_PREFIX": self.topics.prefix, "PYTHONUNBUFFERED": "1"}
@@ -51,6 +55,10 @@ class WriteSide:
             stderr=subprocess.STDOUT,
         )
         self.starts[role] += 1
+
+    def exited(self) -> list[str]:
+        """Roles whose process has ended."""
+        return [role for role, process in self.processes.items() if process.poll() is not None]
 
     def kill9(self, role: str) -> None:
         process = self.processes[role]
