@@ -20,6 +20,7 @@ import os
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 from uuid import UUID
 
@@ -53,6 +54,12 @@ def _market_map_from_env() -> dict[str, int]:
         return dict(DEFAULT_MARKET_MAP)
     pairs = (item.split("=", 1) for item in raw.split(",") if item.strip())
     return {symbol.strip(): int(partition) for symbol, partition in pairs}
+
+
+@lru_cache(maxsize=1 << 16)
+def _murmur2_partition(account_id: UUID, partitions: int) -> int:
+    hashed: int = murmur2(str(account_id).encode())
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True)
@@ -107,8 +114,7 @@ class TopicMap:
 
     def account_partition(self, account_id: UUID) -> int:
         """Kafka's own key hash (murmur2), so any client keyed by account agrees."""
-        hashed: int = murmur2(str(account_id).encode())
-        return (hashed & 0x7FFFFFFF) % self.account_partitions
+        return _murmur2_partition(account_id, self.account_partitions)
 
     def market_partition(self, symbol: str) -> int:
         """The mapped partition; an unmapped market hashes to one."""
