@@ -38,7 +38,7 @@ from streams.records import InRecord, OutRecord
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
-BATCH_WITHIN = 0.005
+BATCH_WITHIN = 0.001
 
 
 class Core(Protocol):
@@ -171,7 +171,7 @@ class ProcessorRuntime:
                 client_id=f"bitex-{self.role.name}",
                 enable_idempotence=True,
                 acks="all",
-                linger_ms=2,
+                linger_ms=0,
                 max_batch_size=256 * 1024,
             )
             await self._producer.start()
