@@ -34,6 +34,11 @@ class Holding:
     available: int = 0
     locked: int = 0
 
+    def lock(self, units: int) -> None:
+        """Move units from available to locked (negative units unlock)."""
+        self.available -= units
+        self.locked += units
+
 
 @dataclass(slots=True)
 class Reservation:
@@ -99,9 +104,7 @@ class Account(ExchangeAggregate):
 
         def apply(self, account: Account) -> None:
             units = units_of(self.amount)
-            holding = account.holding(self.asset)
-            holding.available -= units
-            holding.locked += units
+            account.holding(self.asset).lock(units)
             account.reservations[self.order_id] = Reservation(
                 self.symbol, Side(self.side), self.asset, units, self.limit_price
             )
@@ -127,9 +130,7 @@ class Account(ExchangeAggregate):
 
         def apply(self, account: Account) -> None:
             units = units_of(self.prelocked)
-            holding = account.holding(self.asset)
-            holding.available -= units
-            holding.locked += units
+            account.holding(self.asset).lock(units)
             reservation = account.reservations[self.order_id]
             reservation.units += units
             reservation.amending = units
@@ -146,9 +147,7 @@ class Account(ExchangeAggregate):
 
         def apply(self, account: Account) -> None:
             units = units_of(self.change)
-            holding = account.holding(self.asset)
-            holding.available -= units
-            holding.locked += units
+            account.holding(self.asset).lock(units)
             reservation = account.reservations[self.order_id]
             reservation.units += units
             reservation.limit_price = self.limit_price
@@ -165,9 +164,7 @@ class Account(ExchangeAggregate):
 
         def apply(self, account: Account) -> None:
             units = units_of(self.amount)
-            holding = account.holding(self.asset)
-            holding.available += units
-            holding.locked -= units
+            account.holding(self.asset).lock(-units)
             del account.reservations[self.order_id]
 
     class TradeSettled(ExchangeAggregate.Event):

@@ -164,40 +164,34 @@ def _quote_units(quote: Asset, amount: Decimal) -> int:
     return units
 
 
+class OrderRequested(StampedCreated):
+    """What both of an order's possible first events say: the order as requested."""
+
+    account_id: UUID
+    symbol: str
+    side: str
+    type: str
+    price: Decimal | None
+    quantity: Decimal | None
+    quote_quantity: Decimal | None
+    time_in_force: str
+    post_only: bool
+    stp: str
+    client_order_id: str | None
+
+
 class Order(ExchangeAggregate):
     """One order's life, as the matching side of its market records it."""
 
     TOPIC = "bitex.order"
 
-    class Accepted(ExchangeAggregate.Event, StampedCreated):
+    class Accepted(ExchangeAggregate.Event, OrderRequested):
         TOPIC = "bitex.order.Accepted"
-        account_id: UUID
-        symbol: str
-        side: str
-        type: str
-        price: Decimal | None
-        quantity: Decimal | None
-        quote_quantity: Decimal | None
-        time_in_force: str
-        post_only: bool
-        stp: str
-        client_order_id: str | None
 
-    class Rejected(ExchangeAggregate.Event, StampedCreated):
+    class Rejected(ExchangeAggregate.Event, OrderRequested):
         """Turned away before reaching the book (for example, too few funds)."""
 
         TOPIC = "bitex.order.Rejected"
-        account_id: UUID
-        symbol: str
-        side: str
-        type: str
-        price: Decimal | None
-        quantity: Decimal | None
-        quote_quantity: Decimal | None
-        time_in_force: str
-        post_only: bool
-        stp: str
-        client_order_id: str | None
         reason: str
 
         def apply(self, order: Order) -> None:
