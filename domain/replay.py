@@ -27,6 +27,12 @@ class Replayer:
         self._tapes: dict[UUID, TradeTape] = {}
         self.events_applied = 0
 
+    def adopt(self, venue: Venue) -> None:
+        """Take over a venue restored from a snapshot, and go on from there."""
+        self.venues[venue.market.symbol] = venue
+        self._tapes[venue.tape.id] = venue.tape
+        self._orders.update(venue.orders)
+
     def apply(self, event: Event) -> None:
         if isinstance(event, Account.Event):
             self._apply_account(event)

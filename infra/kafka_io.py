@@ -36,15 +36,19 @@ async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartit
 
 
 async def read_partition(
-    settings: Settings, topic: str, partition: int
+    settings: Settings, topic: str, partition: int, start: int = 0
 ) -> AsyncGenerator[tuple[int, bytes, Headers], None]:
-    """(offset, value, headers) of every record of one partition, up to its end as of now."""
+    """(offset, value, headers) of every record of one partition from ``start`` (the
+    beginning by default) up to its end as of now."""
     consumer = _consumer(settings)
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
+        if start:
+            consumer.seek(tp, start)
+        else:
+            await consumer.seek_to_beginning(tp)
         end = (await consumer.end_offsets([tp]))[tp]
         while await consumer.position(tp) < end:
             batches = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)

@@ -37,8 +37,14 @@ MARKET_EVENTS = "bitex.market-events"
 ACCOUNT_COMMANDS = "bitex.account-commands"
 MATCHING_COMMANDS = "bitex.matching-commands"
 OUTCOMES = "bitex.outcomes"
+ACCOUNT_SNAPSHOTS = "bitex.account-snapshots"
+MATCHING_SNAPSHOTS = "bitex.matching-snapshots"
 
 
+SNAPSHOT_MAX_BYTES = 64 * 1024 * 1024
+SNAPSHOT_CONFIG: Mapping[str, str] = MappingProxyType(
+    {"cleanup.policy": "compact", "max.message.bytes": str(SNAPSHOT_MAX_BYTES)}
+)
 WEEK_MS = str(7 * 24 * 3600 * 1000)
 DAY_MS = str(24 * 3600 * 1000)
 
@@ -102,11 +108,19 @@ class TopicMap:
         return self.prefix + OUTCOMES
 
     @property
+    def account_snapshots(self) -> str:
+        return self.prefix + ACCOUNT_SNAPSHOTS
+
+    @property
+    def matching_snapshots(self) -> str:
+        return self.prefix + MATCHING_SNAPSHOTS
+
+    @property
     def event_topics(self) -> tuple[str, str, str]:
         return (self.user_events, self.order_events, self.market_events)
 
     def partitions(self, topic: str) -> int:
-        if topic in (self.user_events, self.account_commands):
+        if topic in (self.user_events, self.account_commands, self.account_snapshots):
             return self.account_partitions
         if topic == self.outcomes:
             return 1
@@ -132,4 +146,6 @@ class TopicMap:
             TopicSpec(self.account_commands, accounts, {"retention.ms": WEEK_MS}),
             TopicSpec(self.matching_commands, markets, {"retention.ms": WEEK_MS}),
             TopicSpec(self.outcomes, 1, {"retention.ms": DAY_MS}),
+            TopicSpec(self.account_snapshots, accounts, SNAPSHOT_CONFIG),
+            TopicSpec(self.matching_snapshots, markets, SNAPSHOT_CONFIG),
         ]

@@ -51,6 +51,7 @@ from streams.forwards import (
     request_to_json,
 )
 from streams.records import InRecord, OutRecord, event_records
+from streams.snapshots import Json, account_from_json, account_to_json
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,21 @@ class AccountProcessor:
             self.accounts[event.originator_id] = cast(Account, event.mutate(None))
         else:
             event.mutate(self.accounts[event.originator_id])
+
+    def snapshot(self) -> Json:
+        return {
+            "accounts": [account_to_json(account) for account in self.accounts.values()],
+            "relayed": {str(k): v for k, v in self.relayed.versions.items()},
+            "refusals_seen": {str(k): v for k, v in self.refusals_seen.items()},
+        }
+
+    def load(self, state: Json) -> None:
+        for data in state["accounts"]:
+            account = account_from_json(data)
+            self.accounts[account.id] = account
+            self.own_events.versions[account.id] = account.version
+        self.relayed.versions = {UUID(k): v for k, v in state["relayed"].items()}
+        self.refusals_seen = {int(k): v for k, v in state["refusals_seen"].items()}
 
     def note_processed(self, record: InRecord) -> None:
         """Remember an input that was processed before this restart, for deduplication."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -28,16 +29,19 @@ from faust.streams import Stream
 
 from domain.markets import Market, demo_markets
 from infra.event_records import cause_offset, stored_event
-from infra.kafka_io import read_partition
+from infra.kafka_io import end_offsets, read_partition
 from infra.settings import Settings
-from infra.topics import TopicMap
+from infra.topics import SNAPSHOT_MAX_BYTES, TopicMap
 from streams.account_processor import AccountProcessor
 from streams.matching_processor import MatchingProcessor
 from streams.records import InRecord, OutRecord
+from streams.snapshots import Json, Snapshot
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
+SNAPSHOT_EVERY = 50_000
+"""Inputs a partition takes between two snapshots (BITEX_SNAPSHOT_EVERY overrides)."""
 BATCH_WITHIN = 0.001
 
 
@@ -48,6 +52,10 @@ class Core(Protocol):
 
     def handle(self, record: InRecord) -> list[OutRecord]: ...
 
+    def snapshot(self) -> Json: ...
+
+    def load(self, state: Json) -> None: ...
+
 
 @dataclass(frozen=True)
 class Role:
@@ -56,6 +64,7 @@ class Role:
     own_logs: Callable[[TopicMap], tuple[str, ...]]
     """Output topics whose partition *p* holds everything partition *p* of the inbox
     built, in the order they are read back."""
+    snapshots: Callable[[TopicMap], str]
     make_core: Callable[[dict[str, Market], TopicMap, int], Core]
 
 
@@ -63,12 +72,14 @@ ACCOUNTS = Role(
     "accounts",
     inbox=lambda topics: topics.account_commands,
     own_logs=lambda topics: (topics.user_events,),
+    snapshots=lambda topics: topics.account_snapshots,
     make_core=AccountProcessor,
 )
 MATCHING = Role(
     "matching",
     inbox=lambda topics: topics.matching_commands,
     own_logs=lambda topics: (topics.market_events, topics.order_events),
+    snapshots=lambda topics: topics.matching_snapshots,
     make_core=MatchingProcessor,
 )
 ROLES = {role.name: role for role in (ACCOUNTS, MATCHING)}
@@ -86,6 +97,8 @@ class ProcessorRuntime:
         self.markets = markets
         self.cores: dict[int, Core] = {}
         self.next_offsets: dict[int, int] = {}
+        self.since_snapshot: dict[int, int] = {}
+        self.snapshot_every = int(os.environ.get("BITEX_SNAPSHOT_EVERY", SNAPSHOT_EVERY))
         self._producer: AIOKafkaProducer | None = None
 
     async def process(self, batch: Sequence[InRecord]) -> None:
@@ -98,29 +111,57 @@ class ProcessorRuntime:
         """
         out: list[OutRecord] = []
         for record in batch:
-            core = self.cores.get(record.partition)
-            expected = self.next_offsets.get(record.partition)
-            if core is not None and expected is not None and record.offset < expected:
-                continue
-            if core is None or record.offset != expected:
+            partition = record.partition
+            core = self.cores.get(partition)
+            if core is None or record.offset > self.next_offsets[partition]:
                 await self.publish(out)
                 out = []
-                core = await self._rebuild(record.partition, record.offset)
+                core = await self._rebuild(partition, record.offset)
+            if record.offset < self.next_offsets[partition]:
+                continue
             out += core.handle(record)
-            self.next_offsets[record.partition] = record.offset + 1
+            self.next_offsets[partition] = record.offset + 1
+            self.since_snapshot[partition] = self.since_snapshot.get(partition, 0) + 1
         await self.publish(out)
+        for partition, count in self.since_snapshot.items():
+            if count >= self.snapshot_every and partition in self.cores:
+                await self._snapshot(partition)
+
+    async def _snapshot(self, partition: int) -> None:
+        """Record the core's state as of its next input (its outputs are all durable)."""
+        own_logs = self.role.own_logs(self.topics)
+        ends = await end_offsets(self.settings, list(own_logs))
+        snapshot = Snapshot(
+            input_offset=self.next_offsets[partition],
+            outputs={tp.topic: offset for tp, offset in ends.items() if tp.partition == partition},
+            state=self.cores[partition].snapshot(),
+        )
+        producer = await self._the_producer()
+        await producer.send_and_wait(
+            self.role.snapshots(self.topics), snapshot.encode(), key=b"state", partition=partition
+        )
+        self.since_snapshot[partition] = 0
+        log.info(
+            "%s partition %d: snapshot at input offset %d",
+            self.role.name,
+            partition,
+            snapshot.input_offset,
+        )
 
     async def _rebuild(self, partition: int, first_offset: int) -> Core:
+        """A core for ``partition`` as of ``first_offset`` or later (see _restore)."""
         core = self.role.make_core(self.markets, self.topics, partition)
-        restored = await self._restore(core, partition, first_offset)
+        resume, restored = await self._restore(core, partition, first_offset)
         log.info(
-            "%s partition %d: rebuilt from %d events, resuming at offset %d",
+            "%s partition %d: rebuilt (%d events replayed), resuming at offset %d",
             self.role.name,
             partition,
             restored,
-            first_offset,
+            resume,
         )
         self.cores[partition] = core
+        self.next_offsets[partition] = resume
+        self.since_snapshot[partition] = 0
         return core
 
     def forget(self, partitions: Sequence[int]) -> None:
@@ -173,29 +214,52 @@ class ProcessorRuntime:
                 acks="all",
                 linger_ms=0,
                 max_batch_size=256 * 1024,
+                max_request_size=SNAPSHOT_MAX_BYTES,
             )
             await self._producer.start()
         return self._producer
 
-    async def _restore(self, core: Core, partition: int, first_offset: int) -> int:
-        """Apply the partition's own outputs caused by inputs before ``first_offset``,
-        and let the core note those inputs (what it has seen, for deduplication)."""
+    async def _restore(self, core: Core, partition: int, first_offset: int) -> tuple[int, int]:
+        """Bring a new core to the state before input ``resume``; returns (resume, events).
+
+        From the latest snapshot (if any) at input offset *s*, resuming at
+        ``max(first_offset, s)``: inputs before *s* were processed and their
+        outputs are durable, so they need no second pass. The inbox from *s*
+        to the resume point is noted (what the core has seen), and the own
+        output logs, from where the snapshot left them, are replayed for what
+        those inputs caused.
+        """
+        snapshot = await self._latest_snapshot(partition)
+        start = snapshot.input_offset if snapshot else 0
+        resume = max(first_offset, start)
+        if snapshot is not None:
+            core.load(snapshot.state)
         inbox = self.role.inbox(self.topics)
-        async with aclosing(read_partition(self.settings, inbox, partition)) as records:
+        async with aclosing(read_partition(self.settings, inbox, partition, start)) as records:
             async for offset, value, headers in records:
-                if offset >= first_offset:
+                if offset >= resume:
                     break
                 core.note_processed(InRecord(partition, offset, value, headers))
         restored = 0
         for topic in self.role.own_logs(self.topics):
-            async for _, value, headers in read_partition(self.settings, topic, partition):
-                cause = cause_offset(headers)
-                stored = stored_event(value, headers)
-                if stored is None or cause is None or cause[1] >= first_offset:
-                    continue
-                core.restore(stored, headers)
-                restored += 1
-        return restored
+            begin = snapshot.outputs.get(topic, 0) if snapshot else 0
+            async with aclosing(read_partition(self.settings, topic, partition, begin)) as log_:
+                async for _, value, headers in log_:
+                    cause = cause_offset(headers)
+                    stored = stored_event(value, headers)
+                    if stored is None or cause is None or not start <= cause[1] < resume:
+                        continue
+                    core.restore(stored, headers)
+                    restored += 1
+        return resume, restored
+
+    async def _latest_snapshot(self, partition: int) -> Snapshot | None:
+        latest = None
+        topic = self.role.snapshots(self.topics)
+        async with aclosing(read_partition(self.settings, topic, partition)) as records:
+            async for _, value, _ in records:
+                latest = value
+        return None if latest is None else Snapshot.decode(latest)
 
 
 def build_app(role: Role, settings: Settings | None = None, instance: int = 0) -> faust.App:

@@ -20,6 +20,7 @@ from infra.topics import TopicMap
 from streams.account_processor import AccountProcessor
 from streams.matching_processor import MatchingProcessor
 from streams.records import InRecord, OutRecord
+from streams.snapshots import Snapshot
 
 
 class LocalCluster:
@@ -33,6 +34,7 @@ class LocalCluster:
         self.logs: defaultdict[tuple[str, int], list[OutRecord]] = defaultdict(list)
         self.consumed: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.cores: dict[tuple[str, int], AccountProcessor | MatchingProcessor] = {}
+        self.snapshots: dict[tuple[str, int], Snapshot] = {}
         for inbox in self.own_logs:
             for partition in range(self.topics.partitions(inbox)):
                 self.cores[inbox, partition] = self._new_core(inbox, partition)
@@ -83,23 +85,40 @@ class LocalCluster:
 
     # -- crashes -------------------------------------------------------------
 
+    def snapshot(self, inbox: str, partition: int) -> None:
+        """Snapshot a core as the runtime does (through its bytes, to prove the round trip)."""
+        snapshot = Snapshot(
+            self.consumed[inbox, partition],
+            {topic: len(self.logs[topic, partition]) for topic in self.own_logs[inbox]},
+            self.cores[inbox, partition].snapshot(),
+        )
+        self.snapshots[inbox, partition] = Snapshot.decode(snapshot.encode())
+
     def crash(self, inbox: str, partition: int, resume_at: int) -> None:
-        """Lose a core's memory; it rebuilds from its own log and resumes at ``resume_at``.
+        """Lose a core's memory; it rebuilds (from its latest snapshot and its own log)
+        and resumes at ``resume_at``, or at its snapshot if that is later.
 
         ``resume_at`` may lag what it had consumed, as a committed offset does.
         """
         assert resume_at <= self.consumed[inbox, partition]
         core = self._new_core(inbox, partition)
-        for offset, record in enumerate(self.logs[inbox, partition][:resume_at]):
+        snapshot = self.snapshots.get((inbox, partition))
+        start = snapshot.input_offset if snapshot else 0
+        resume = max(resume_at, start)
+        if snapshot is not None:
+            core.load(snapshot.state)
+        for offset in range(start, resume):
+            record = self.logs[inbox, partition][offset]
             core.note_processed(InRecord(partition, offset, record.value, record.headers))
         for topic in self.own_logs[inbox]:
-            for record in self.logs[topic, partition]:
+            begin = snapshot.outputs[topic] if snapshot else 0
+            for record in self.logs[topic, partition][begin:]:
                 cause = cause_offset(record.headers)
                 stored = stored_event(record.value, record.headers)
-                if stored is not None and cause is not None and cause[1] < resume_at:
+                if stored is not None and cause is not None and start <= cause[1] < resume:
                     core.restore(stored, record.headers)
         self.cores[inbox, partition] = core
-        self.consumed[inbox, partition] = resume_at
+        self.consumed[inbox, partition] = resume
 
     # -- reading -------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from streams.forwards import (
     request_from_json,
 )
 from streams.records import InRecord, OutRecord, event_records
+from streams.snapshots import Json, venue_from_json, venue_to_json
 
 FORWARD = "bitex-forward"
 """Header on outputs: the account-inbox position of the forward that caused them
@@ -69,6 +70,21 @@ class MatchingProcessor:
         if not self.own_events.is_new(aggregate_id, stored.originator_version, stored.state):
             return
         self.replayer.apply(self.mapper.to_domain_event(stored))
+
+    def snapshot(self) -> Json:
+        return {
+            "venues": {symbol: venue_to_json(venue) for symbol, venue in self.venues.items()},
+            "forwards_seen": {str(k): v for k, v in self.forwards_seen.items()},
+        }
+
+    def load(self, state: Json) -> None:
+        for symbol, data in state["venues"].items():
+            venue = venue_from_json(self.markets[symbol], data)
+            self.replayer.adopt(venue)
+            self.own_events.versions[venue.tape.id] = venue.tape.version
+            for order in venue.orders.values():
+                self.own_events.versions[order.id] = order.version
+        self.forwards_seen = {int(k): v for k, v in state["forwards_seen"].items()}
 
     def note_processed(self, record: InRecord) -> None:
         """Remember a forward that was processed before this restart, for deduplication."""

@@ -27,8 +27,15 @@ WORKER_ROLES = ("accounts", "matching")
 class WriteSide:
     """Both processor roles as subprocesses (``bitex worker ROLE``) on prefixed topics."""
 
-    def __init__(self, settings: Settings, topics: TopicMap, log_dir: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topics: TopicMap,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        self.env = env or {}
         self.topics = topics
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -45,7 +52,12 @@ class WriteSide:
         return self.log_dir / f"worker-{role}.log"
 
     def start(self, role: str) -> None:
-        env = {**os.environ, "BITEX_TOPIC_PREFIX": self.topics.prefix, "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            **self.env,
+            "BITEX_TOPIC_PREFIX": self.topics.prefix,
+            "PYTHONUNBUFFERED": "1",
+        }
         log = self.log_path(role).open("ab")
         self.processes[role] = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "worker", role],

@@ -42,7 +42,13 @@ KILLS_PER_ROLE = 4
 async def test_kill_minus_9_loses_nothing_and_doubles_nothing(
     settings: Settings, unique: object, tmp_path: Path
 ) -> None:
-    side = WriteSide(settings, TopicMap(prefix=unique("kill9") + "-"), tmp_path)  # type: ignore[operator]
+    # Frequent snapshots, so that restarts go through them as well as through the log.
+    side = WriteSide(
+        settings,
+        TopicMap(prefix=unique("kill9") + "-"),  # type: ignore[operator]
+        tmp_path,
+        env={"BITEX_SNAPSHOT_EVERY": "1500"},
+    )
     await side.create_topics()
     workload = Workload(seed=2026, owners=60)
     commands = workload.opening() + workload.trading(COMMANDS)
@@ -74,6 +80,8 @@ async def test_kill_minus_9_loses_nothing_and_doubles_nothing(
         side.stop()
 
     assert all(side.starts[role] == KILLS_PER_ROLE + 1 for role in WORKER_ROLES)
+    logs = "".join(side.log_path(role).read_text() for role in WORKER_ROLES)
+    assert "snapshot at input offset" in logs
     topics = side.topics
     recorded = {
         **await side.read_partitions(topics.account_commands),

@@ -72,6 +72,8 @@ def test_crashed_cores_recover_to_the_state_of_a_run_without_crashes(seed: int) 
             inbox = rng.choice(inboxes)
             crashy.step(*inbox)
             if rng.random() < 0.01:
+                crashy.snapshot(*inbox)
+            if rng.random() < 0.01:
                 consumed = crashy.consumed[inbox]
                 crashy.crash(*inbox, resume_at=max(0, consumed - rng.randint(0, 5)))
                 crashes += 1
