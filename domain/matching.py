@@ -149,7 +149,9 @@ class Fill:
 class Execution:
     """What one placement (or re-placement by amend) did to the book.
 
-    A new field must also be set in ``_rested`` below.
+    The fast paths of ``OrderBook.place`` and ``OrderBook.amend`` build one
+    without the dataclass ``__init__`` (which saves a call): a new field must
+    also be set there.
     """
 
     outcome: Outcome = Outcome.FILLED
@@ -161,21 +163,9 @@ class Execution:
     cancelled_makers: list[RestingOrder] = field(default_factory=list)
 
 
-_new_execution = object.__new__
-
-
-def _rested(lots: int) -> Execution:
-    """``Execution(Outcome.RESTING, remaining_lots=lots)``, built without the
-    dataclass ``__init__``: each fast path returns one, and this is ~40% cheaper."""
-    execution: Execution = _new_execution(Execution)
-    execution.outcome = _RESTING
-    execution.reason = None
-    execution.filled_lots = 0
-    execution.remaining_lots = lots
-    execution.notional = 0
-    execution.fills = []
-    execution.cancelled_makers = []
-    return execution
+# Building a RestingOrder, a Level or an Execution field by field after
+# ``object.__new__`` saves the call to ``__init__`` on the hot paths.
+_new = object.__new__
 
 
 class OrderBook:
@@ -248,30 +238,77 @@ class OrderBook:
         ``price`` None makes a market order. ``lots`` caps the quantity and
         ``quote_limit`` the notional; at least one of them must be given.
         """
-        if order_id in self.orders:
+        orders = self.orders
+        if order_id in orders:
             msg = f"order {order_id} is already on the book"
             raise InvalidOrder(msg, "duplicate_order")
-        if lots is None and quote_limit is None:
-            msg = "an order needs a quantity or a quote amount"
-            raise InvalidOrder(msg)
-        if (lots is not None and lots <= 0) or (quote_limit is not None and quote_limit <= 0):
-            msg = "quantity and quote amount must be positive"
-            raise InvalidOrder(msg)
-        if price is not None and price <= 0:
-            msg = "price must be positive"
-            raise InvalidOrder(msg, "invalid_price")
-        if price is not None and quote_limit is not None:
-            msg = "a quote amount is only for market orders"
-            raise InvalidOrder(msg)
-        if (
-            tif is _GTC
-            and lots is not None
-            and price is not None
-            and not self._crosses(side, price)
-        ):
-            # The common case, a GTC limit order that cannot trade: it just rests.
-            self._rest(RestingOrder(order_id, account, side, price, lots, stp, post_only))
-            return _rested(lots)
+        if lots is not None and price is not None and quote_limit is None:
+            # A limit order: the same checks as below, in the same order.
+            if lots <= 0:
+                msg = "quantity and quote amount must be positive"
+                raise InvalidOrder(msg)
+            if price <= 0:
+                msg = "price must be positive"
+                raise InvalidOrder(msg, "invalid_price")
+            if tif is _GTC:
+                if side is _BUY:
+                    opposite = self._ask_prices
+                    crosses = opposite[0] <= price if opposite else False
+                else:
+                    opposite = self._bid_prices
+                    crosses = opposite[-1] >= price if opposite else False
+                if not crosses:
+                    # The common case, a GTC limit order that cannot trade: it
+                    # just rests. ``_rest`` and ``_rested``, inlined.
+                    order: RestingOrder = _new(RestingOrder)
+                    order.order_id = order_id
+                    order.account = account
+                    order.side = side
+                    order.price = price
+                    order.remaining = lots
+                    order.stp = stp
+                    order.post_only = post_only
+                    order.next = None
+                    levels = self._bid_levels if side is _BUY else self._ask_levels
+                    level = levels.get(price)
+                    if level is None:
+                        level = levels[price] = _new(Level)
+                        level.price = price
+                        level.head = order
+                        level.total = lots
+                        order.prev = None
+                        insort(self._bid_prices if side is _BUY else self._ask_prices, price)
+                    else:
+                        tail = level.tail
+                        assert tail is not None
+                        tail.next = order
+                        order.prev = tail
+                        level.total += lots
+                    level.tail = order
+                    order.level = level
+                    orders[order_id] = order
+                    execution: Execution = _new(Execution)
+                    execution.outcome = _RESTING
+                    execution.reason = None
+                    execution.filled_lots = 0
+                    execution.remaining_lots = lots
+                    execution.notional = 0
+                    execution.fills = []
+                    execution.cancelled_makers = []
+                    return execution
+        else:
+            if lots is None and quote_limit is None:
+                msg = "an order needs a quantity or a quote amount"
+                raise InvalidOrder(msg)
+            if (lots is not None and lots <= 0) or (quote_limit is not None and quote_limit <= 0):
+                msg = "quantity and quote amount must be positive"
+                raise InvalidOrder(msg)
+            if price is not None and price <= 0:
+                msg = "price must be positive"
+                raise InvalidOrder(msg, "invalid_price")
+            if price is not None and quote_limit is not None:
+                msg = "a quote amount is only for market orders"
+                raise InvalidOrder(msg)
         execution = Execution()
         if post_only and self._crosses(side, price):
             execution.outcome = _REJECTED
@@ -312,7 +349,32 @@ class OrderBook:
         if order is None:
             msg = f"order {order_id} is not on the book"
             raise UnknownOrder(msg)
-        self._unlink(order)
+        # ``_unlink``, inlined.
+        level = order.level
+        assert level is not None
+        prev, following = order.prev, order.next
+        if prev is None:
+            if following is None:  # the last order at its price: drop the level
+                order.level = None
+                price = level.price
+                if order.side is _BUY:
+                    del self._bid_levels[price]
+                    prices = self._bid_prices
+                else:
+                    del self._ask_levels[price]
+                    prices = self._ask_prices
+                del prices[bisect_left(prices, price)]
+                return order
+            level.head = following
+            following.prev = None
+        else:
+            prev.next = following
+            if following is None:
+                level.tail = prev
+            else:
+                following.prev = prev
+        level.total -= order.remaining
+        order.prev = order.next = order.level = None
         return order
 
     def cancel_all(self, account: Hashable) -> list[RestingOrder]:
@@ -329,34 +391,117 @@ class OrderBook:
         queue and returns None. A new price or a larger quantity re-enters the
         order at the back of its new level, where it may trade at once.
         """
-        order = self.orders.get(order_id)
+        orders = self.orders
+        order = orders.get(order_id)
         if order is None:
             msg = f"order {order_id} is not on the book"
             raise UnknownOrder(msg)
         if lots <= 0:
             msg = "amended quantity must be positive; cancel the order instead"
             raise InvalidOrder(msg, "invalid_quantity")
-        if price is not None and price <= 0:
+        old_price = order.price
+        if price is None:
+            price = old_price
+        elif price <= 0:
             msg = "price must be positive"
             raise InvalidOrder(msg, "invalid_price")
-        old_price = order.price
-        new_price = old_price if price is None else price
-        if new_price == old_price and lots <= order.remaining:
-            assert order.level is not None
-            order.level.total -= order.remaining - lots
+        level = order.level
+        assert level is not None
+        if price == old_price and lots <= order.remaining:
+            level.total -= order.remaining - lots
             order.remaining = lots
             return None
         if order.side is _BUY:
-            asks = self._ask_prices
-            passive = not asks or new_price < asks[0]
+            opposite = self._ask_prices
+            if opposite and price >= opposite[0]:
+                return self._reenter(order_id, order, price, lots)
+            levels, prices = self._bid_levels, self._bid_prices
         else:
-            bids = self._bid_prices
-            passive = not bids or new_price > bids[-1]
-        if passive:
-            # The fast path: it cannot trade, so what cancelling and placing it
-            # again would do is move it to the back of its new level.
-            self._requeue(order, new_price, lots)
-            return _rested(lots)
+            opposite = self._bid_prices
+            if opposite and price <= opposite[-1]:
+                return self._reenter(order_id, order, price, lots)
+            levels, prices = self._ask_levels, self._ask_prices
+        # It cannot trade, so what cancelling and placing it again would do is
+        # move it to the back of the level at ``price``: unlink and relink.
+        target = levels.get(price)
+        prev, following = order.prev, order.next
+        if prev is None and following is None:  # alone at its price
+            if target is None:
+                # Reuse the level for the new price: it already holds just this
+                # order. The ladder keeps its order if no price lies between.
+                del levels[old_price]
+                levels[price] = level
+                level.price = price
+                level.total += lots - order.remaining
+                index = bisect_left(prices, old_price)
+                if (index == 0 or prices[index - 1] < price) and (
+                    index + 1 == len(prices) or price < prices[index + 1]
+                ):
+                    prices[index] = price
+                else:
+                    del prices[index]
+                    insort(prices, price)
+                order.price = price
+                order.remaining = lots
+            elif target is level:  # a larger quantity at the same price
+                level.total += lots - order.remaining
+                order.remaining = lots
+            else:
+                del levels[old_price]
+                del prices[bisect_left(prices, old_price)]
+                tail = target.tail
+                assert tail is not None
+                tail.next = order
+                order.prev = tail
+                target.tail = order
+                target.total += lots
+                order.level = target
+                order.price = price
+                order.remaining = lots
+        else:
+            if prev is None:
+                level.head = following
+            else:
+                prev.next = following
+            if following is None:
+                level.tail = prev
+            else:
+                following.prev = prev
+            level.total -= order.remaining
+            if target is None:
+                target = levels[price] = _new(Level)
+                target.price = price
+                target.head = order
+                target.total = lots
+                order.prev = None
+                insort(prices, price)
+            else:
+                tail = target.tail
+                assert tail is not None
+                tail.next = order
+                order.prev = tail
+                target.total += lots
+            target.tail = order
+            order.next = None
+            order.level = target
+            order.price = price
+            order.remaining = lots
+        key = order.order_id
+        del orders[key]  # and back in at the end, as a new order would be
+        orders[key] = order
+        # ``_rested(lots)``, inlined.
+        execution: Execution = _new(Execution)
+        execution.outcome = _RESTING
+        execution.reason = None
+        execution.filled_lots = 0
+        execution.remaining_lots = lots
+        execution.notional = 0
+        execution.fills = []
+        execution.cancelled_makers = []
+        return execution
+
+    def _reenter(self, order_id: Hashable, order: RestingOrder, price: int, lots: int) -> Execution:
+        """An amend to a price where the order may trade: cancel, then place."""
         if order.post_only:
             msg = "the new price would take liquidity from a post-only order"
             raise InvalidOrder(msg, REASON_POST_ONLY)
@@ -365,7 +510,7 @@ class OrderBook:
             order_id,
             order.account,
             order.side,
-            new_price,
+            price,
             lots,
             stp=order.stp,
             post_only=order.post_only,
@@ -513,65 +658,6 @@ class OrderBook:
         level.tail = order
         level.total += order.remaining
         self.orders[order.order_id] = order
-
-    def _requeue(self, order: RestingOrder, price: int, lots: int) -> None:
-        """``_unlink`` then ``_rest`` at ``price`` with ``lots`` open, in one step.
-
-        A level that the move empties is reused for the new price when that
-        price has no level yet, which saves building a Level and, when no
-        other price lies between the two, re-sorting the price ladder.
-        """
-        if order.side is _BUY:
-            levels, prices = self._bid_levels, self._bid_prices
-        else:
-            levels, prices = self._ask_levels, self._ask_prices
-        level = order.level
-        assert level is not None
-        prev, following = order.prev, order.next
-        if prev is None:
-            level.head = following
-        else:
-            prev.next = following
-        if following is None:
-            level.tail = prev
-        else:
-            following.prev = prev
-        level.total -= order.remaining
-        target = levels.get(price)
-        if level.head is None and target is not level:
-            old = level.price
-            index = bisect_left(prices, old)
-            del levels[old]
-            if target is None:
-                level.price = price
-                levels[price] = target = level
-                if (index == 0 or prices[index - 1] < price) and (
-                    index + 1 == len(prices) or price < prices[index + 1]
-                ):
-                    prices[index] = price
-                else:
-                    del prices[index]
-                    insort(prices, price)
-            else:
-                del prices[index]
-        elif target is None:
-            target = levels[price] = Level(price)
-            insort(prices, price)
-        tail = target.tail
-        order.price = price
-        order.remaining = lots
-        order.level = target
-        order.prev = tail
-        order.next = None
-        if tail is None:
-            target.head = order
-        else:
-            tail.next = order
-        target.tail = order
-        target.total += lots
-        orders = self.orders
-        del orders[order.order_id]  # and back in at the end, as a new order would be
-        orders[order.order_id] = order
 
     def _unlink(self, order: RestingOrder) -> None:
         """Take ``order`` out of its level, dropping the level if it empties."""
