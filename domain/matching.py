@@ -7,8 +7,10 @@ keeps the hot loop small enough to run hundreds of thousands of operations a
 second in CPython.
 
 Each price level is an intrusive doubly linked FIFO, so cancelling or moving
-any order is O(1) plus a bisect on the sorted price ladder when a level
-appears or empties.
+any order is O(1), plus a bisect on the sorted price ladder when an order
+goes to a price that has no level yet. A level that empties stays on the
+ladder, empty, until it is the best of its side or the ladder is compacted
+(see ``OrderBook``).
 
 Placing a GTC order that cannot trade, and amending an order to a price
 where it cannot trade, take fast paths that skip the matching loop; they
@@ -19,10 +21,11 @@ measures the engine.
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
-from collections.abc import Hashable, Iterator
+from bisect import insort
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import islice
 
 from domain.errors import InvalidOrder, UnknownOrder
 
@@ -79,7 +82,11 @@ _REJECTED = Outcome.REJECTED
 
 
 class RestingOrder:
-    """An order on the book; also a node of its price level's FIFO."""
+    """An order on the book; also a node of its price level's FIFO.
+
+    The fast path of ``OrderBook.place`` builds one without ``__init__``: a
+    new slot must also be set there.
+    """
 
     __slots__ = (
         "account",
@@ -163,9 +170,16 @@ class Execution:
     cancelled_makers: list[RestingOrder] = field(default_factory=list)
 
 
-# Building a RestingOrder, a Level or an Execution field by field after
+# Building a RestingOrder or an Execution field by field after
 # ``object.__new__`` saves the call to ``__init__`` on the hot paths.
 _new = object.__new__
+
+
+# A price ladder is compacted (its empty levels dropped) when a new level would
+# make it longer than this many times its non-empty levels at the last
+# compaction, plus _MIN_LADDER.
+_LADDER_GROWTH = 8
+_MIN_LADDER = 64
 
 
 class OrderBook:
@@ -173,6 +187,15 @@ class OrderBook:
 
     ``quote_per_tick_lot`` is the notional, in quote units, of one lot at one
     tick; it lets orders capped by a quote amount stop exactly at that cap.
+
+    The price ladder of each side is a dict from price to Level and a sorted
+    list of its keys, with the best price last: ``_bid_prices`` holds the bid
+    prices ascending and ``_ask_prices`` the ask prices negated, so taking off
+    the best level is a ``list.pop()`` and a level near the touch moves little
+    of the list. A level that empties stays in both, empty, unless it is the
+    best of its side: orders come back to a recent price often, and dropping
+    it would cost a bisect. So the best level is never empty, readers skip the
+    empty ones, and a ladder is swept of them when it grows (``_compact``).
     """
 
     def __init__(self, quote_per_tick_lot: int = 1) -> None:
@@ -180,8 +203,10 @@ class OrderBook:
         self.orders: dict[Hashable, RestingOrder] = {}
         self._bid_levels: dict[int, Level] = {}
         self._ask_levels: dict[int, Level] = {}
-        self._bid_prices: list[int] = []  # ascending; best bid is the last
-        self._ask_prices: list[int] = []  # ascending; best ask is the first
+        self._bid_prices: list[int] = []  # ascending; the best bid is the last
+        self._ask_prices: list[int] = []  # negated asks, ascending; the best is the last
+        self._bid_limit = _MIN_LADDER  # the ladder lengths that call for a compaction
+        self._ask_limit = _MIN_LADDER
 
     # -- reading -----------------------------------------------------------
 
@@ -189,28 +214,20 @@ class OrderBook:
         return self._bid_prices[-1] if self._bid_prices else None
 
     def best_ask(self) -> int | None:
-        return self._ask_prices[0] if self._ask_prices else None
+        return -self._ask_prices[-1] if self._ask_prices else None
 
     def depth(self, side: Side, levels: int | None = None) -> list[tuple[int, int]]:
         """(price, total lots) per level, best first."""
-        if side is _BUY:
-            prices = self._bid_prices[::-1]
-            book = self._bid_levels
-        else:
-            prices = self._ask_prices[:]
-            book = self._ask_levels
-        if levels is not None:
-            prices = prices[:levels]
-        return [(price, book[price].total) for price in prices]
+        best_first: Iterable[Level] = self._levels(side is _BUY)
+        if levels is not None and levels >= 0:
+            best_first = islice(best_first, levels)
+        found = [(level.price, level.total) for level in best_first]
+        return found if levels is None or levels >= 0 else found[:levels]
 
     def iter_orders(self, side: Side) -> Iterator[RestingOrder]:
         """Resting orders of one side in priority order."""
-        if side is _BUY:
-            for price in reversed(self._bid_prices):
-                yield from self._bid_levels[price]
-        else:
-            for price in self._ask_prices:
-                yield from self._ask_levels[price]
+        for level in self._levels(side is _BUY):
+            yield from level
 
     def get(self, order_id: Hashable) -> RestingOrder:
         try:
@@ -253,13 +270,18 @@ class OrderBook:
             if tif is _GTC:
                 if side is _BUY:
                     opposite = self._ask_prices
-                    crosses = opposite[0] <= price if opposite else False
+                    crosses = -opposite[-1] <= price if opposite else False
+                    levels = self._bid_levels
                 else:
                     opposite = self._bid_prices
                     crosses = opposite[-1] >= price if opposite else False
+                    levels = self._ask_levels
                 if not crosses:
                     # The common case, a GTC limit order that cannot trade: it
-                    # just rests. ``_rest`` and ``_rested``, inlined.
+                    # just rests (``_rest``, inlined).
+                    level = levels.get(price)
+                    if level is None:
+                        level = self._new_level(side is _BUY, price)
                     order: RestingOrder = _new(RestingOrder)
                     order.order_id = order_id
                     order.account = account
@@ -268,24 +290,15 @@ class OrderBook:
                     order.remaining = lots
                     order.stp = stp
                     order.post_only = post_only
-                    order.next = None
-                    levels = self._bid_levels if side is _BUY else self._ask_levels
-                    level = levels.get(price)
-                    if level is None:
-                        level = levels[price] = _new(Level)
-                        level.price = price
-                        level.head = order
-                        level.total = lots
-                        order.prev = None
-                        insort(self._bid_prices if side is _BUY else self._ask_prices, price)
-                    else:
-                        tail = level.tail
-                        assert tail is not None
-                        tail.next = order
-                        order.prev = tail
-                        level.total += lots
-                    level.tail = order
                     order.level = level
+                    order.next = None
+                    tail = order.prev = level.tail
+                    if tail is None:
+                        level.head = order
+                    else:
+                        tail.next = order
+                    level.tail = order
+                    level.total += lots
                     orders[order_id] = order
                     execution: Execution = _new(Execution)
                     execution.outcome = _RESTING
@@ -349,32 +362,7 @@ class OrderBook:
         if order is None:
             msg = f"order {order_id} is not on the book"
             raise UnknownOrder(msg)
-        # ``_unlink``, inlined.
-        level = order.level
-        assert level is not None
-        prev, following = order.prev, order.next
-        if prev is None:
-            if following is None:  # the last order at its price: drop the level
-                order.level = None
-                price = level.price
-                if order.side is _BUY:
-                    del self._bid_levels[price]
-                    prices = self._bid_prices
-                else:
-                    del self._ask_levels[price]
-                    prices = self._ask_prices
-                del prices[bisect_left(prices, price)]
-                return order
-            level.head = following
-            following.prev = None
-        else:
-            prev.next = following
-            if following is None:
-                level.tail = prev
-            else:
-                following.prev = prev
-        level.total -= order.remaining
-        order.prev = order.next = order.level = None
+        self._unlink(order)
         return order
 
     def cancel_all(self, account: Hashable) -> list[RestingOrder]:
@@ -413,52 +401,24 @@ class OrderBook:
             return None
         if order.side is _BUY:
             opposite = self._ask_prices
-            if opposite and price >= opposite[0]:
+            if opposite and price >= -opposite[-1]:
                 return self._reenter(order_id, order, price, lots)
-            levels, prices = self._bid_levels, self._bid_prices
+            buying = True
+            target = self._bid_levels.get(price)
         else:
             opposite = self._bid_prices
             if opposite and price <= opposite[-1]:
                 return self._reenter(order_id, order, price, lots)
-            levels, prices = self._ask_levels, self._ask_prices
+            buying = False
+            target = self._ask_levels.get(price)
         # It cannot trade, so what cancelling and placing it again would do is
         # move it to the back of the level at ``price``: unlink and relink.
-        target = levels.get(price)
-        prev, following = order.prev, order.next
-        if prev is None and following is None:  # alone at its price
-            if target is None:
-                # Reuse the level for the new price: it already holds just this
-                # order. The ladder keeps its order if no price lies between.
-                del levels[old_price]
-                levels[price] = level
-                level.price = price
-                level.total += lots - order.remaining
-                index = bisect_left(prices, old_price)
-                if (index == 0 or prices[index - 1] < price) and (
-                    index + 1 == len(prices) or price < prices[index + 1]
-                ):
-                    prices[index] = price
-                else:
-                    del prices[index]
-                    insort(prices, price)
-                order.price = price
-                order.remaining = lots
-            elif target is level:  # a larger quantity at the same price
-                level.total += lots - order.remaining
-                order.remaining = lots
-            else:
-                del levels[old_price]
-                del prices[bisect_left(prices, old_price)]
-                tail = target.tail
-                assert tail is not None
-                tail.next = order
-                order.prev = tail
-                target.tail = order
-                target.total += lots
-                order.level = target
-                order.price = price
-                order.remaining = lots
+        following = order.next
+        if target is level and following is None:  # more lots, already at the back
+            level.total += lots - order.remaining
+            order.remaining = lots
         else:
+            prev = order.prev
             if prev is None:
                 level.head = following
             else:
@@ -469,27 +429,27 @@ class OrderBook:
                 following.prev = prev
             level.total -= order.remaining
             if target is None:
-                target = levels[price] = _new(Level)
-                target.price = price
+                target = self._new_level(buying, price)
+            tail = order.prev = target.tail
+            if tail is None:
                 target.head = order
-                target.total = lots
-                order.prev = None
-                insort(prices, price)
             else:
-                tail = target.tail
-                assert tail is not None
                 tail.next = order
-                order.prev = tail
-                target.total += lots
-            target.tail = order
             order.next = None
+            target.tail = order
+            target.total += lots
             order.level = target
             order.price = price
             order.remaining = lots
+            if level.head is None:  # the old level emptied: drop it if it was the best
+                if buying:
+                    if self._bid_prices[-1] == old_price:
+                        self._drop_empty_best(True)
+                elif self._ask_prices[-1] == -old_price:
+                    self._drop_empty_best(False)
         key = order.order_id
         del orders[key]  # and back in at the end, as a new order would be
         orders[key] = order
-        # ``_rested(lots)``, inlined.
         execution: Execution = _new(Execution)
         execution.outcome = _RESTING
         execution.reason = None
@@ -499,6 +459,8 @@ class OrderBook:
         execution.fills = []
         execution.cancelled_makers = []
         return execution
+
+    # -- internals ---------------------------------------------------------
 
     def _reenter(self, order_id: Hashable, order: RestingOrder, price: int, lots: int) -> Execution:
         """An amend to a price where the order may trade: cancel, then place."""
@@ -516,23 +478,27 @@ class OrderBook:
             post_only=order.post_only,
         )
 
-    # -- internals ---------------------------------------------------------
-
     def _crosses(self, side: Side, price: int | None) -> bool:
         if side is _BUY:
             asks = self._ask_prices
-            return bool(asks) and (price is None or asks[0] <= price)
+            return bool(asks) and (price is None or -asks[-1] <= price)
         bids = self._bid_prices
         return bool(bids) and (price is None or bids[-1] >= price)
 
-    def _opposite(self, side: Side) -> Iterator[Level]:
-        """Levels a taker on ``side`` may trade with, best first."""
-        if side is _BUY:
-            for price in self._ask_prices:
-                yield self._ask_levels[price]
-        else:
+    def _levels(self, bids: bool) -> Iterator[Level]:
+        """The non-empty levels of one side, best first."""
+        if bids:
+            levels = self._bid_levels
             for price in reversed(self._bid_prices):
-                yield self._bid_levels[price]
+                level = levels[price]
+                if level.head is not None:
+                    yield level
+        else:
+            levels = self._ask_levels
+            for key in reversed(self._ask_prices):
+                level = levels[-key]
+                if level.head is not None:
+                    yield level
 
     def _can_fill(
         self,
@@ -548,7 +514,7 @@ class OrderBook:
         budget = quote_limit
         buying = side is _BUY
         k = self.quote_per_tick_lot
-        for level in self._opposite(side):
+        for level in self._levels(not buying):  # what it may trade with, best first
             if limit is not None and (level.price > limit if buying else level.price < limit):
                 return False
             for maker in level:
@@ -587,8 +553,8 @@ class OrderBook:
         k = self.quote_per_tick_lot
         remaining = lots
         budget = quote_limit
-        while prices:
-            best = prices[0] if buying else prices[-1]
+        while prices:  # the best level is never empty; it goes when it empties
+            best = -prices[-1] if buying else prices[-1]
             if limit is not None and (best > limit if buying else best < limit):
                 break
             level = levels[best]
@@ -639,14 +605,10 @@ class OrderBook:
     def _rest(self, order: RestingOrder) -> None:
         """Append ``order`` to the back of its level (and of ``orders``)."""
         price = order.price
-        if order.side is _BUY:
-            levels, prices = self._bid_levels, self._bid_prices
-        else:
-            levels, prices = self._ask_levels, self._ask_prices
-        level = levels.get(price)
+        buying = order.side is _BUY
+        level = (self._bid_levels if buying else self._ask_levels).get(price)
         if level is None:
-            level = levels[price] = Level(price)
-            insort(prices, price)
+            level = self._new_level(buying, price)
         tail = level.tail
         order.level = level
         order.prev = tail
@@ -660,7 +622,8 @@ class OrderBook:
         self.orders[order.order_id] = order
 
     def _unlink(self, order: RestingOrder) -> None:
-        """Take ``order`` out of its level, dropping the level if it empties."""
+        """Take ``order`` out of its level, dropping the level if it was the
+        best of its side and empties."""
         level = order.level
         assert level is not None
         prev, following = order.prev, order.next
@@ -676,8 +639,42 @@ class OrderBook:
         order.prev = order.next = order.level = None
         if level.head is None:
             if order.side is _BUY:
-                levels, prices = self._bid_levels, self._bid_prices
-            else:
-                levels, prices = self._ask_levels, self._ask_prices
-            del levels[level.price]
-            del prices[bisect_left(prices, level.price)]
+                if self._bid_prices[-1] == level.price:
+                    self._drop_empty_best(True)
+            elif self._ask_prices[-1] == -level.price:
+                self._drop_empty_best(False)
+
+    def _new_level(self, bids: bool, price: int) -> Level:
+        """An empty level at ``price`` on one side, in its ladder."""
+        if bids:
+            levels, prices = self._bid_levels, self._bid_prices
+            if len(prices) >= self._bid_limit:
+                self._bid_limit = self._compact(levels, prices, 1)
+            insort(prices, price)
+        else:
+            levels, prices = self._ask_levels, self._ask_prices
+            if len(prices) >= self._ask_limit:
+                self._ask_limit = self._compact(levels, prices, -1)
+            insort(prices, -price)
+        level = levels[price] = Level(price)
+        return level
+
+    def _drop_empty_best(self, bids: bool) -> None:
+        """Drop the empty levels at the best end of one side's ladder."""
+        if bids:
+            levels, prices = self._bid_levels, self._bid_prices
+            while prices and levels[prices[-1]].head is None:
+                del levels[prices.pop()]
+        else:
+            levels, prices = self._ask_levels, self._ask_prices
+            while prices and levels[-prices[-1]].head is None:
+                del levels[-prices.pop()]
+
+    @staticmethod
+    def _compact(levels: dict[int, Level], prices: list[int], sign: int) -> int:
+        """Drop every empty level of a ladder; returns its next length limit."""
+        live = [(price, level) for price, level in levels.items() if level.head is not None]
+        levels.clear()
+        levels.update(live)
+        prices[:] = sorted(levels) if sign > 0 else sorted([-price for price in levels])
+        return _LADDER_GROWTH * len(prices) + _MIN_LADDER
