@@ -331,6 +331,20 @@ def time_naive(book: NaiveBook, ops: Sequence[Op]) -> list[int]:
     return latencies
 
 
+class NullBook:
+    """The same methods as the books, doing nothing: what the harness's loop
+    (unpacking each operation, dispatching on its kind, the call) costs alone."""
+
+    def place(self, *args: object) -> None:
+        pass
+
+    def cancel(self, order_id: int) -> None:
+        pass
+
+    def amend(self, order_id: int, price: int, lots: int) -> None:
+        pass
+
+
 # -- measuring -----------------------------------------------------------------
 
 ROUNDS = 3
@@ -566,6 +580,14 @@ def main() -> None:
     engine.rate = len(ops) / sum(engine_times)
     naive.rate = len(head) / sum(naive_times)
     ratio = sum(naive_times) / sum(engine_times[: len(naive_times)])
+    harness = []  # ns per operation of each loop on a NullBook, the median of the rounds
+    for loop in (run_engine, run_naive):
+        times = []
+        for _ in range(ROUNDS):
+            start = time.perf_counter()
+            loop(NullBook(), head)  # type: ignore[arg-type]
+            times.append(time.perf_counter() - start)
+        harness.append(1e9 * median(times) / len(head))
     for _ in range(ROUNDS):
         for runs, figures in (
             (engine, latency(engine_book(work.initial), time_engine, ops)),
@@ -582,6 +604,15 @@ def main() -> None:
     print(engine.line("engine"))
     print(naive.line("naive "))
     print(f"ratio: engine/naive {ratio:.2f}x on the same first {len(head):,} operations")
+    engine_ns = 1e9 * sum(engine_times[: len(naive_times)]) / len(head)
+    naive_ns = 1e9 * sum(naive_times) / len(head)
+    print(
+        f"harness: the timing loop alone (the same loop on a book whose methods do nothing) "
+        f"takes {harness[0]:.0f} ns/op for the engine's loop, {harness[1]:.0f} ns/op for the "
+        f"naive book's; that is {100 * harness[0] / engine_ns:.0f}% of the engine's "
+        f"{engine_ns:.0f} ns/op and {100 * harness[1] / naive_ns:.0f}% of the naive book's "
+        f"{naive_ns:.0f} ns/op (included in both figures)"
+    )
     gc.unfreeze()
 
     ev_ops, ev_events, ev_seconds, ev_trades, ev_share = exchange_with_events(work, n_events)
