@@ -7,7 +7,6 @@ TradeTape, whose version is the trade's sequence number.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
@@ -260,13 +259,7 @@ class Venue:
             taker._record(Order.Expired, at, reason=execution.reason)
         elif outcome in (Outcome.CANCELLED, Outcome.REJECTED):
             taker._record(Order.Cancelled, at, reason=execution.reason)
-        elif outcome is Outcome.FILLED and not execution.fills:
-            taker._record(Order.Expired, at, reason=execution.reason or "nothing_filled")
         self._collect(taker)
 
-    def _collect(self, aggregate: ExchangeAggregate | Iterable[ExchangeAggregate]) -> None:
-        if isinstance(aggregate, ExchangeAggregate):
-            self._pending.extend(aggregate.collect_events())
-        else:
-            for each in aggregate:
-                self._pending.extend(each.collect_events())
+    def _collect(self, aggregate: ExchangeAggregate) -> None:
+        self._pending.extend(aggregate.collect_events())

@@ -33,7 +33,7 @@ from domain.settlement import (
     undo_prelock,
 )
 from infra import messages
-from infra.event_records import header, stored_event
+from infra.event_records import cause_offset, header, stored_event
 from infra.messages import Command, MalformedMessage, Outcome
 from infra.serialization import EventMapper
 from infra.topics import TopicMap
@@ -275,7 +275,11 @@ class AccountProcessor:
 
     def _first_refusal(self, record: InRecord) -> bool:
         """Record a refused-amend relay; False if this one was seen before."""
-        matching_partition, matching_offset = _source_position(record)
+        source = cause_offset(record.headers)
+        if source is None:
+            msg = "a relay must name its cause"
+            raise MalformedMessage(msg)
+        matching_partition, matching_offset = source
         if matching_offset <= self.refusals_seen.get(matching_partition, -1):
             return False
         self.refusals_seen[matching_partition] = matching_offset
@@ -348,12 +352,3 @@ class AccountProcessor:
 
 def _optional_decimal(value: object, what: str) -> Decimal | None:
     return None if value is None else parse_decimal(value, what)
-
-
-def _source_position(record: InRecord) -> tuple[int, int]:
-    raw = header(record.headers, "bitex-cause")
-    if raw is None:
-        msg = "a relay must name its cause"
-        raise MalformedMessage(msg)
-    partition, _, offset = raw.decode().partition(":")
-    return int(partition), int(offset)
