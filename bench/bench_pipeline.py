@@ -3,7 +3,7 @@
 Run it with ``make bench-pipeline`` (the services must be up; the target starts
 them). The last line is ``BENCH pipeline <orders/s> orders/s``.
 
-Three measurements, each on fresh, prefixed topics on the same broker:
+Four measurements; the Kafka ones each on fresh, prefixed topics on the same broker:
 
 1. **Raw ceiling.** A plain aiokafka loop in one process: consume records of the
    commands' size from one topic and produce each to another (idempotent,
@@ -15,7 +15,11 @@ Three measurements, each on fresh, prefixed topics on the same broker:
    test workload) are published as fast as the producer goes. Orders/s is the
    number of orders over the time from the first publish until every order has
    its outcome and the user events (settlements) have stopped growing.
-3. **Outcome latency at a fixed rate.** Orders published one by one at
+3. **Cores in process.** The same processor cores, wired in memory
+   (``streams.local.LocalCluster``) on one core with no Kafka at all, take the
+   same opening and orders. This is the CPU cost of the write side's own work
+   (domain, events, serialization, dedupe): a ceiling no Kafka tuning can lift.
+4. **Outcome latency at a fixed rate.** Orders published one by one at
    BENCH_PIPELINE_RATE per second (1,000 by default) for a few seconds; the
    latency of each order is from just before its publish until the command
    client receives its outcome (the order's status after matching).
@@ -39,6 +43,7 @@ if __package__ in (None, ""):
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from domain.markets import demo_markets
 from infra import messages
 from infra.command_client import CommandClient
 from infra.kafka_admin import TopicSpec, delete_topics, ensure_topics
@@ -46,6 +51,7 @@ from infra.kafka_io import end_offsets
 from infra.messages import Command
 from infra.settings import Settings
 from infra.topics import TopicMap
+from streams.local import LocalCluster
 from streams.workers import WORKER_ROLES, WriteSide
 from tests.workload import Workload
 
@@ -63,6 +69,22 @@ def orders_only(workload: Workload, count: int) -> list[Command]:
         if command.kind == messages.PLACE_ORDER:
             out.append(command)
     return out
+
+
+def cores_in_process(opening: list[Command], orders: list[Command]) -> tuple[float, float]:
+    """Orders/s of the cores in memory on one core, and records they write per order."""
+    cluster = LocalCluster(demo_markets())
+    for command in opening:
+        cluster.send(command)
+    cluster.run_until_quiet()
+    before = sum(len(log) for log in cluster.logs.values())
+    started = time.perf_counter()
+    for command in orders:
+        cluster.send(command)
+    cluster.run_until_quiet()
+    elapsed = time.perf_counter() - started
+    records = sum(len(log) for log in cluster.logs.values()) - before
+    return len(orders) / elapsed, records / len(orders)
 
 
 async def raw_ceiling(settings: Settings, prefix: str, size: int) -> float:
@@ -171,6 +193,9 @@ async def main() -> None:
     opening = workload.opening()
     orders = orders_only(workload, ORDERS)
     paced = orders_only(workload, int(RATE * SECONDS))
+    in_process, per_order = cores_in_process(opening, orders)
+    print(f"cores in process (no Kafka, one core): {in_process:,.0f} orders/s; "
+          f"{per_order:.1f} records written per order")  # fmt: skip
     side = WriteSide(settings, topics, Path(tempfile.mkdtemp(prefix="bitex-bench-")))
     await side.create_topics()
     try:
@@ -186,7 +211,8 @@ async def main() -> None:
 
             rate = await throughput(client, settings, orders)
             print(f"pipeline: {rate:,.0f} orders/s sustained ({len(orders):,} orders, "
-                  f"publish to settled); {rate / raw:.2f} of the raw loop's records/s")  # fmt: skip
+                  f"publish to settled); {rate / raw:.2f} of the raw loop's records/s, "
+                  f"{rate / in_process:.2f} of the cores in process")  # fmt: skip
             await wait_settled(settings, topics)
 
             samples = await latency(client, paced)
