@@ -36,8 +36,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	@touch $@
 
-up:
+up: venv
 	$(PY) -m infra.services up
+	$(BIN)/bitex migrate
 
 down:
 	$(PY) -m infra.services down

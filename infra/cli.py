@@ -46,12 +46,73 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.migrate import create_database, upgrade
+
+    if args.database:
+        create_database(settings, args.database)
+        print(f"MySQL database {args.database} migrated to the newest schema")
+    else:
+        upgrade(settings)
+        print(f"MySQL read models at the newest schema ({settings.mysql_url_safe})")
+    return 0
+
+
+def _lag(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from domain.markets import demo_markets
+    from infra.redis_keys import RedisKeys
+    from infra.topics import TopicMap
+    from projections.runner import default_projections, measure_lag
+
+    async def report() -> int:
+        topics = TopicMap.from_env()
+        keys = RedisKeys.for_prefix(topics.prefix)
+        projections = default_projections(settings, keys, demo_markets())
+        try:
+            rows = await measure_lag(projections, settings, topics)
+        finally:
+            for projection in projections:
+                await projection.close()
+        header = ("projection", "topic", "part", "applied", "end", "lag")
+        print("{:<11} {:<28} {:>4} {:>10} {:>10} {:>8}".format(*header))
+        for row in rows:
+            print(
+                f"{row.projection:<11} {row.topic:<28} {row.partition:>4} "
+                f"{row.applied:>10} {row.end:>10} {row.behind:>8}"
+            )
+        return 0
+
+    return asyncio.run(report())
+
+
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     # The CLI is the composition root: it may start what lives above infra.
-    from streams.app import run_worker
-
     _topics(args, settings)
-    run_worker(args.role)
+    if args.role == "projections":
+        from projections.runner import run_worker as run_projections
+
+        run_projections()
+    else:
+        from streams.app import run_worker
+
+        run_worker(args.role)
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "queries.app:create_app",
+        factory=True,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="info",
+        access_log=False,
+        ws_per_message_deflate=False,
+    )
     return 0
 
 
@@ -62,11 +123,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     from domain.markets import demo_markets
     from infra.topics import TopicMap
-    from streams.workers import WORKER_ROLES, WriteSide
+    from streams.workers import READ_ROLES, WORKER_ROLES, WriteSide
 
     _topics(args, settings)
     workers = WriteSide(settings, TopicMap.from_env(), settings.state_dir / "logs")
-    for role in WORKER_ROLES:
+    for role in (*WORKER_ROLES, *READ_ROLES):
         workers.start(role)
     print("\nMarkets:")
     for market in demo_markets().values():
@@ -74,12 +135,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             f"  {market.symbol:<9} tick {market.tick_size}  lot {market.lot_size}  "
             f"fees maker {market.maker_fee.rate} / taker {market.taker_fee.rate}"
         )
-    print("\nProcessors:")
+    print("\nProcesses:")
     for role, child in workers.processes.items():
-        print(f"  {role:<9} pid {child.pid}  log {workers.log_path(role)}")
+        print(f"  {role:<11} pid {child.pid}  log {workers.log_path(role)}")
     print()
     _endpoints(args, settings)
-    print("\nRunning; Ctrl-C stops the processors (make down stops the services).")
+    print("\nRunning; Ctrl-C stops these processes (make down stops the services).")
     stopping = False
 
     def stop(*_: object) -> None:
@@ -115,9 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create the Kafka topics (idempotent)")
     topics.set_defaults(func=_topics)
 
-    worker = sub.add_parser("worker", help="run a write-side processor until stopped")
-    worker.add_argument("role", choices=["accounts", "matching"])
+    migrate = sub.add_parser("migrate", help="bring the MySQL read-model schema up to date")
+    migrate.add_argument("--database", help="migrate this database instead (created if missing)")
+    migrate.set_defaults(func=_migrate)
+
+    worker = sub.add_parser("worker", help="run a processor or the projections until stopped")
+    worker.add_argument("role", choices=["accounts", "matching", "projections"])
     worker.set_defaults(func=_worker)
+
+    serve = sub.add_parser("serve", help="serve the HTTP API and WebSocket until stopped")
+    serve.set_defaults(func=_serve)
+
+    lag = sub.add_parser("lag", help="how far each read model is behind the event topics")
+    lag.set_defaults(func=_lag)
 
     run = sub.add_parser("run", help="run the processors in the foreground and print endpoints")
     run.set_defaults(func=_run)

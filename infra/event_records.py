@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
@@ -37,6 +38,13 @@ def header(headers: Headers | None, name: str) -> bytes | None:
         if key == name:
             return value
     return None
+
+
+def message_headers(message: Any) -> list[tuple[str, bytes]]:
+    """The headers of a consumed message (Faust or aiokafka), as (name, bytes) pairs."""
+    raw = message.headers or ()
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(key), bytes(value)) for key, value in items]
 
 
 def stored_event(value: bytes, headers: Headers | None) -> StoredEvent | None:

@@ -33,11 +33,11 @@ from domain.settlement import (
     undo_prelock,
 )
 from infra import messages
+from infra.dedupe import SeenEvents
 from infra.event_records import cause_offset, header, stored_event
 from infra.messages import Command, MalformedMessage, Outcome
 from infra.serialization import EventMapper
 from infra.topics import TopicMap
-from streams.dedupe import SeenEvents
 from streams.forwards import (
     AMEND,
     AMEND_REFUSED,

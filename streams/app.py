@@ -28,7 +28,7 @@ from eventsourcing.persistence import StoredEvent
 from faust.streams import Stream
 
 from domain.markets import Market, demo_markets
-from infra.event_records import cause_offset, stored_event
+from infra.event_records import cause_offset, message_headers, stored_event
 from infra.kafka_io import end_offsets, read_partition
 from infra.settings import Settings
 from infra.topics import SNAPSHOT_MAX_BYTES, TopicMap
@@ -293,7 +293,7 @@ def build_app(role: Role, settings: Settings | None = None, instance: int = 0) -
                     event.message.partition,
                     event.message.offset,
                     event.message.value or b"",
-                    _headers(event.message),
+                    message_headers(event.message),
                 )
                 for event in events
             ]
@@ -306,12 +306,6 @@ def build_app(role: Role, settings: Settings | None = None, instance: int = 0) -
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode is untyped
 
     return app
-
-
-def _headers(message: Any) -> list[tuple[str, bytes]]:
-    raw = message.headers or ()
-    items = raw.items() if isinstance(raw, dict) else raw
-    return [(str(key), bytes(value)) for key, value in items]
 
 
 def run_worker(role_name: str) -> None:

@@ -20,11 +20,11 @@ from domain.orders import Order
 from domain.replay import Replayer
 from domain.settlement import SETTLING_EVENTS
 from domain.venue import Event, TradeTape, Venue
+from infra.dedupe import SeenEvents
 from infra.event_records import CAUSE, cause_offset, header
 from infra.messages import MalformedMessage, Outcome
 from infra.serialization import EventMapper
 from infra.topics import TopicMap
-from streams.dedupe import SeenEvents
 from streams.forwards import (
     AMEND,
     AMEND_REFUSED,

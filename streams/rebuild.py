@@ -15,9 +15,9 @@ from uuid import UUID
 from domain.ledger import Ledger
 from domain.markets import Market
 from domain.replay import Replayer
+from infra.dedupe import SeenEvents
 from infra.event_records import Headers, stored_event
 from infra.serialization import EventMapper
-from streams.dedupe import SeenEvents
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""The write side as worker processes (``bitex worker ROLE``), on one topic prefix.
+"""BitEx's roles as processes (``bitex worker ROLE``, ``bitex serve``) on one topic prefix.
 
-Used by ``bitex run``, the integration tests and the pipeline benchmark.
+Used by ``bitex run``, the integration tests and the benchmarks.
 """
 
 from __future__ import annotations
@@ -22,10 +22,23 @@ from infra.settings import REPO_ROOT, Settings
 from infra.topics import TopicMap
 
 WORKER_ROLES = ("accounts", "matching")
+"""The write-side processors."""
+READ_ROLES = ("projections", "gateway")
+"""The projections worker and the HTTP gateway, which ``bitex run`` starts too."""
+
+_ARGS = {
+    "accounts": ["worker", "accounts"],
+    "matching": ["worker", "matching"],
+    "projections": ["worker", "projections"],
+    "gateway": ["serve"],
+}
+_READY = {"gateway": "Application startup complete"}
+"""What a role's log says once it serves (Faust workers: ``[^Worker]: Ready``)."""
 
 
 class WriteSide:
-    """Both processor roles as subprocesses (``bitex worker ROLE``) on prefixed topics."""
+    """Role processes (the processors, and the projections and gateway if asked) on prefixed
+    topics; each one's output goes to ``<log_dir>/worker-<role>.log``."""
 
     def __init__(
         self,
@@ -40,7 +53,7 @@ class WriteSide:
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.starts: dict[str, int] = dict.fromkeys(WORKER_ROLES, 0)
+        self.starts: dict[str, int] = {}
 
     async def create_topics(self) -> None:
         await ensure_topics(self.topics.specs(), self.settings)
@@ -60,13 +73,13 @@ class WriteSide:
         }
         log = self.log_path(role).open("ab")
         self.processes[role] = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "worker", role],
+            [sys.executable, "-m", "infra.cli", *_ARGS[role]],
             cwd=REPO_ROOT,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        self.starts[role] += 1
+        self.starts[role] = self.starts.get(role, 0) + 1
 
     def exited(self) -> list[str]:
         """Roles whose process has ended."""
@@ -93,7 +106,8 @@ class WriteSide:
         """Until the worker has joined its group (its log says so) for the latest start."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ready = self.log_path(role).read_text(errors="replace").count("[^Worker]: Ready")
+            marker = _READY.get(role, "[^Worker]: Ready")
+            ready = self.log_path(role).read_text(errors="replace").count(marker)
             if ready >= self.starts[role]:
                 return
             if self.processes[role].poll() is not None:

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from infra.health import ServicesUnavailable, check_services
 from infra.kafka_admin import delete_topics
+from infra.migrate import create_database, drop_database
 from infra.mysql import create_engine
 from infra.redis import create_redis
 from infra.settings import Settings
@@ -59,3 +60,12 @@ async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
     client = create_redis(settings)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def read_db(settings: Settings) -> Iterator[Settings]:
+    """Settings pointing at a fresh, migrated scratch database, dropped after the test."""
+    database = f"{settings.mysql_database}_it_{uuid.uuid4().hex[:10]}"
+    scratch = create_database(settings, database)
+    yield scratch
+    drop_database(settings, database)
