@@ -1,0 +1,86 @@
+"""Every error the gateway answers: ``{"error": {"code": "...", "message": "..."}}``.
+
+Handlers turn our own ``ApiError``, authentication failures, Starlette's
+``HTTPException`` (unknown route, wrong method, body too large) and anything
+unexpected into that one shape, so a client never parses two error formats.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from infra.auth import AuthError
+from queries.encoding import JSONResponse
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
+
+
+class ApiError(Exception):
+    """A request the gateway refuses, with a stable machine code and a fitting status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def bad_request(code: str, message: str) -> ApiError:
+    return ApiError(400, code, message)
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def auth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AuthError)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    code = _HTTP_CODES.get(status) or http.HTTPStatus(status).phrase.lower().replace(" ", "_")
+    message = {404: f"no such endpoint: {request.url.path}"}.get(status, exc.detail)
+    if status == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    return error_response(status, code, message, dict(exc.headers or {}))
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "the server failed to answer this request")
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: api_error,
+    AuthError: auth_error,
+    HTTPException: http_error,
+    Exception: internal_error,
+}

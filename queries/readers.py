@@ -1,0 +1,286 @@
+"""Reads of the MySQL read models, one query per call, rows out as JSON-ready dicts.
+
+These are plain synchronous functions on a SQLAlchemy engine: the app runs
+them in a worker thread. Lists are keyset-paginated, newest first: each takes
+the sort key after which to continue (from the cursor) and answers its items
+and, when there are more, the sort key of its last item.
+
+Amounts are written at fixed scales, as the Redis projection writes them:
+prices at the market's tick size, quantities at the base asset's scale,
+notionals and quote volumes at the quote's; balances, ledger amounts,
+spending, receipts and fees at their own asset's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, and_, or_, select
+from sqlalchemy.engine import Engine
+
+from domain.markets import Market
+from infra.read_models import balances, candles, fills, ledger_entries, orders, trades
+from queries.encoding import amount, minute, moment, optional_amount
+from queries.params import Key
+
+Item = dict[str, Any]
+Page = tuple[list[Item], Key | None]
+
+
+def before(columns: Sequence[ColumnElement[Any]], key: Key) -> ColumnElement[bool]:
+    """``columns < key`` in lexicographic order, spelled out so MySQL range-scans its index:
+    ``c0 < k0 OR (c0 = k0 AND c1 < k1) OR ...``."""
+    clauses = []
+    for i, (column, value) in enumerate(zip(columns, key, strict=True)):
+        equal = [c == v for c, v in zip(columns[:i], key[:i], strict=True)]
+        clauses.append(and_(*equal, column < value))
+    return or_(*clauses)
+
+
+def price_scale(market: Market) -> int:
+    """Decimals of the market's tick size: prices are written on its grid (``"50000.00"``),
+    as the Redis projection writes book levels, trades and tickers."""
+    exponent = market.tick_size.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)
+    return max(-exponent, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Scales:
+    price: int | None
+    base: int | None
+    quote: int | None
+
+
+class ReadModels:
+    """The MySQL side of the query gateway."""
+
+    def __init__(self, engine: Engine, markets: dict[str, Market]) -> None:
+        self.engine = engine
+        self.markets = markets
+        self.scales: dict[str, int] = {}
+        for market in markets.values():
+            self.scales[market.base.code] = market.base.scale
+            self.scales[market.quote.code] = market.quote.scale
+
+    def _scales(self, symbol: str) -> Scales:
+        """A market's scales; an unlisted market's amounts are written in full."""
+        market = self.markets.get(symbol)
+        if market is None:
+            return Scales(None, None, None)
+        return Scales(price_scale(market), market.base.scale, market.quote.scale)
+
+    def _page(self, query: Any, limit: int, key_of: Any, item_of: Any) -> Page:
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.limit(limit + 1)).all()
+        items = [item_of(row) for row in rows[:limit]]
+        return items, key_of(rows[limit - 1]) if len(rows) > limit else None
+
+    # -- public ------------------------------------------------------------------
+
+    def trades(self, symbol: str, limit: int, after: Key | None) -> Page:
+        scale = self._scales(symbol)
+        query = select(trades).where(trades.c.symbol == symbol)
+        if after is not None:
+            query = query.where(trades.c.seq < after[0])
+
+        def item(row: Row[Any]) -> Item:
+            return {
+                "trade_id": row.trade_id,
+                "symbol": row.symbol,
+                "sequence": row.seq,
+                "price": amount(row.price, scale.price),
+                "quantity": amount(row.quantity, scale.base),
+                "taker_side": row.taker_side,
+                "at": moment(row.at),
+            }
+
+        return self._page(query.order_by(trades.c.seq.desc()), limit, lambda row: (row.seq,), item)
+
+    def candles(
+        self,
+        symbol: str,
+        interval: str,
+        start: datetime | None,
+        end: datetime | None,
+        limit: int,
+        after: Key | None,
+    ) -> Page:
+        scale = self._scales(symbol)
+        c = candles.c
+        query = select(candles).where(c.symbol == symbol, c.interval == interval)
+        if start is not None:
+            query = query.where(c.open_time >= start)
+        if end is not None:
+            query = query.where(c.open_time < end)
+        if after is not None:
+            query = query.where(c.open_time < after[0])
+
+        def item(row: Row[Any]) -> Item:
+            return {
+                "open_time": minute(row.open_time),
+                "open": amount(row.open, scale.price),
+                "high": amount(row.high, scale.price),
+                "low": amount(row.low, scale.price),
+                "close": amount(row.close, scale.price),
+                "volume": amount(row.volume, scale.base),
+                "quote_volume": amount(row.quote_volume, scale.quote),
+                "trades": row.trades,
+            }
+
+        return self._page(
+            query.order_by(c.open_time.desc()), limit, lambda row: (row.open_time,), item
+        )
+
+    # -- private -------------------------------------------------------------------
+
+    def balances(self, account_id: str) -> list[Item]:
+        """Every listed asset (zero when the account never held it), then any other."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(balances).where(balances.c.account_id == account_id)
+            ).all()
+        found = {row.asset: row for row in rows}
+        items = []
+        for asset in sorted(set(self.scales) | set(found)):
+            scale = self.scales.get(asset)
+            row = found.get(asset)
+            zero = Decimal(0)
+            items.append(
+                {
+                    "asset": asset,
+                    "available": amount(zero if row is None else row.available, scale),
+                    "locked": amount(zero if row is None else row.locked, scale),
+                }
+            )
+        return items
+
+    def _order(self, row: Row[Any]) -> Item:
+        scale = self._scales(row.symbol)
+        return {
+            "order_id": row.order_id,
+            "client_order_id": row.client_order_id,
+            "symbol": row.symbol,
+            "side": row.side,
+            "type": row.type,
+            "price": optional_amount(row.price, scale.price),
+            "quantity": optional_amount(row.quantity, scale.base),
+            "quote_quantity": optional_amount(row.quote_quantity, scale.quote),
+            "time_in_force": row.time_in_force,
+            "post_only": bool(row.post_only),
+            "self_trade_prevention": row.stp,
+            "status": row.status,
+            "reason": row.reason,
+            "filled_quantity": amount(row.filled_quantity, scale.base),
+            "filled_notional": amount(row.filled_notional, scale.quote),
+            "remaining": optional_amount(row.remaining, scale.base),
+            "created_at": moment(row.created_at),
+            "updated_at": moment(row.updated_at),
+        }
+
+    def orders(
+        self,
+        account_id: str,
+        symbol: str | None,
+        statuses: frozenset[str] | None,
+        limit: int,
+        after: Key | None,
+    ) -> Page:
+        c = orders.c
+        query = select(orders).where(c.account_id == account_id)
+        if symbol is not None:
+            query = query.where(c.symbol == symbol)
+        if statuses is not None:
+            query = query.where(c.status.in_(sorted(statuses)))
+        if after is not None:
+            query = query.where(before((c.created_at, c.order_id), after))
+        return self._page(
+            query.order_by(c.created_at.desc(), c.order_id.desc()),
+            limit,
+            lambda row: (row.created_at, row.order_id),
+            self._order,
+        )
+
+    def order(self, account_id: str, order_id: str) -> Item | None:
+        """The caller's order, or None: someone else's order is as missing as a missing one."""
+        query = select(orders).where(
+            orders.c.order_id == order_id, orders.c.account_id == account_id
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else self._order(row)
+
+    def fills(
+        self,
+        account_id: str,
+        symbol: str | None,
+        order_id: str | None,
+        limit: int,
+        after: Key | None,
+    ) -> Page:
+        c = fills.c
+        query = select(fills).where(c.account_id == account_id)
+        if symbol is not None:
+            query = query.where(c.symbol == symbol)
+        if order_id is not None:
+            query = query.where(c.order_id == order_id)
+        if after is not None:
+            query = query.where(before((c.at, c.trade_id, c.role), after))
+
+        def item(row: Row[Any]) -> Item:
+            scale = self._scales(row.symbol)
+            return {
+                "trade_id": row.trade_id,
+                "order_id": row.order_id,
+                "symbol": row.symbol,
+                "side": row.side,
+                "role": row.role,
+                "price": amount(row.price, scale.price),
+                "quantity": amount(row.quantity, scale.base),
+                "spent_asset": row.spent_asset,
+                "spent": amount(row.spent, self.scales.get(row.spent_asset)),
+                "received_asset": row.received_asset,
+                "received": amount(row.received, self.scales.get(row.received_asset)),
+                "fee_asset": row.received_asset,
+                "fee": amount(row.fee, self.scales.get(row.received_asset)),
+                "at": moment(row.at),
+            }
+
+        return self._page(
+            query.order_by(c.at.desc(), c.trade_id.desc(), c.role.desc()),
+            limit,
+            lambda row: (row.at, row.trade_id, row.role),
+            item,
+        )
+
+    def ledger(self, account_id: str, asset: str | None, limit: int, after: Key | None) -> Page:
+        c = ledger_entries.c
+        query = select(ledger_entries).where(c.ledger_account == account_id)
+        if asset is not None:
+            query = query.where(c.asset == asset)
+        if after is not None:
+            query = query.where(before((c.at, c.event_version, c.event_id, c.leg), after))
+
+        def item(row: Row[Any]) -> Item:
+            return {
+                "event_id": row.event_id,
+                "event_version": row.event_version,
+                "leg": row.leg,
+                "asset": row.asset,
+                "amount": amount(row.amount, self.scales.get(row.asset)),
+                "bucket": row.bucket,
+                "kind": row.kind,
+                "reference": row.reference,
+                "at": moment(row.at),
+            }
+
+        return self._page(
+            query.order_by(c.at.desc(), c.event_version.desc(), c.event_id.desc(), c.leg.desc()),
+            limit,
+            lambda row: (row.at, row.event_version, row.event_id, row.leg),
+            item,
+        )
