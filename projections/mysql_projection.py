@@ -74,6 +74,7 @@ from infra.read_models import (
     projection_offsets,
     trades,
 )
+from infra.redis import publish_all
 from infra.redis_keys import RedisKeys
 from projections.base import Applied, DomainEvent, EventRecord, Position, versions_of
 
@@ -907,13 +908,8 @@ class MySQLProjection:
         if self.redis is None:
             return
         messages = rows.messages(self.keys)
-        if not messages:
-            return
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for channel, message in messages:
-                    pipe.publish(channel, message)
-                await pipe.execute()
+            await publish_all(self.redis, messages)
         except RedisError:
             # The batch is applied; a client that missed these reads the REST state.
             log.exception("publishing %d account notifications failed", len(messages))

@@ -56,6 +56,7 @@ from domain.aggregates import market_id_for
 from domain.markets import Market
 from domain.orders import Order
 from domain.venue import TradeTape
+from infra.redis import publish_all
 from infra.redis_keys import RedisKeys
 from projections.base import Applied, DomainEvent, EventRecord, Position, versions_of
 
@@ -858,13 +859,8 @@ class RedisProjection:
             messages += [(channel, message) for message in update.trade_messages]
             if update.ticker_message is not None:
                 messages.append((self.keys.channel(f"ticker:{symbol}"), update.ticker_message))
-        if not messages:
-            return
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for channel, message in messages:
-                    pipe.publish(channel, message)
-                await pipe.execute()
+            await publish_all(self.redis, messages)
         except RedisError:
             # The batch is applied; subscribers see a gap in sequence and resync.
             log.exception("publishing %d market data notifications failed", len(messages))

@@ -8,7 +8,8 @@ Kafka. The cluster comes back too, for the domain state to compare with.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import random
+from collections.abc import Iterable, Sequence
 
 from domain.markets import Market, demo_markets
 from infra.messages import Command
@@ -37,3 +38,21 @@ def event_log(
                 if record is not None:
                     records.append(record)
     return cluster, records
+
+
+def consumption_order(records: Sequence[EventRecord], seed: int) -> list[EventRecord]:
+    """The records as a consumer of every event partition might take them: each
+    partition in order, the partitions interleaved in runs of random length."""
+    queues: dict[tuple[str, int], list[EventRecord]] = {}
+    for record in records:
+        queues.setdefault((record.topic, record.partition), []).append(record)
+    rng = random.Random(seed)
+    taken: list[EventRecord] = []
+    while queues:
+        key = rng.choice(sorted(queues))
+        run = rng.randint(1, 80)
+        taken += queues[key][:run]
+        del queues[key][:run]
+        if not queues[key]:
+            del queues[key]
+    return taken

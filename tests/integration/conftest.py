@@ -15,6 +15,7 @@ from infra.kafka_admin import delete_topics
 from infra.migrate import create_database, drop_database
 from infra.mysql import create_engine
 from infra.redis import create_redis
+from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 
 RUN_ID = uuid.uuid4().hex[:10]
@@ -69,3 +70,23 @@ def read_db(settings: Settings) -> Iterator[Settings]:
     scratch = create_database(settings, database)
     yield scratch
     drop_database(settings, database)
+
+
+@pytest.fixture
+async def keys(
+    unique: Callable[[str], str], redis_client: aioredis.Redis
+) -> AsyncIterator[RedisKeys]:
+    """A Redis namespace of the test's own, emptied after it."""
+    keys = RedisKeys.for_prefix(unique("keys") + ":")
+    yield keys
+    found = [key async for key in redis_client.scan_iter(match=keys.namespace + "*")]
+    if found:
+        await redis_client.delete(*found)
+
+
+@pytest.fixture
+def db(read_db: Settings) -> Iterator[Engine]:
+    """An engine on the test's scratch read-model database."""
+    engine = create_engine(read_db)
+    yield engine
+    engine.dispose()

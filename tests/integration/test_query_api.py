@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -25,7 +25,6 @@ from sqlalchemy.engine import Engine
 from starlette.routing import Route, WebSocketRoute
 
 from infra.auth import api_key_secret, sha256_hex, signed_headers
-from infra.mysql import create_engine
 from infra.read_models import (
     api_keys,
     balances,
@@ -47,24 +46,6 @@ T0 = datetime(2026, 3, 1, 12, 0, 0)
 
 
 # -- fixtures -------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def keys(
-    unique: Callable[[str], str], redis_client: aioredis.Redis
-) -> AsyncIterator[RedisKeys]:
-    keys = RedisKeys.for_prefix(unique("q") + ":")
-    yield keys
-    found = [key async for key in redis_client.scan_iter(match=keys.namespace + "*")]
-    if found:
-        await redis_client.delete(*found)
-
-
-@pytest.fixture
-def db(read_db: Settings) -> Iterator[Engine]:
-    engine = create_engine(read_db)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import contextlib
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +27,6 @@ from websockets.exceptions import ConnectionClosed
 
 import queries.ws
 from infra.auth import api_key_secret, sha256_hex, sign
-from infra.mysql import create_engine
 from infra.read_models import api_keys, users
 from infra.redis_keys import RedisKeys
 from infra.settings import Settings
@@ -41,24 +40,6 @@ T0 = datetime(2026, 3, 1, 12, 0, 0)
 
 
 # -- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def keys(
-    unique: Callable[[str], str], redis_client: aioredis.Redis
-) -> AsyncIterator[RedisKeys]:
-    keys = RedisKeys.for_prefix(unique("qws") + ":")
-    yield keys
-    found = [key async for key in redis_client.scan_iter(match=keys.namespace + "*")]
-    if found:
-        await redis_client.delete(*found)
-
-
-@pytest.fixture
-def db(read_db: Settings) -> Iterator[Engine]:
-    engine = create_engine(read_db)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

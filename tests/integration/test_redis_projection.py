@@ -30,7 +30,7 @@ from infra.settings import Settings
 from projections.base import EventRecord
 from projections.redis_projection import RedisProjection
 from streams.local import LocalCluster
-from tests.events import event_log
+from tests.events import consumption_order, event_log
 from tests.workload import Workload
 
 pytestmark = pytest.mark.integration
@@ -44,24 +44,6 @@ Dump = dict[str, Any]
 def recorded() -> tuple[LocalCluster, list[EventRecord]]:
     workload = Workload(seed=5, owners=20)
     return event_log(workload.opening() + workload.trading(2500))
-
-
-def consumption_order(records: Sequence[EventRecord], seed: int) -> list[EventRecord]:
-    """The records as a consumer of every event partition might take them: each
-    partition in order, the partitions interleaved in runs of random length."""
-    queues: dict[tuple[str, int], list[EventRecord]] = {}
-    for record in records:
-        queues.setdefault((record.topic, record.partition), []).append(record)
-    rng = random.Random(seed)
-    taken: list[EventRecord] = []
-    while queues:
-        key = rng.choice(sorted(queues))
-        run = rng.randint(1, 80)
-        taken += queues[key][:run]
-        del queues[key][:run]
-        if not queues[key]:
-            del queues[key]
-    return taken
 
 
 def batches_of(records: Sequence[EventRecord], seed: int, largest: int = 400) -> Batches:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -51,7 +50,7 @@ from projections.mysql_projection import (
     new_order_row,
 )
 from streams.local import LocalCluster
-from tests.events import event_log
+from tests.events import consumption_order, event_log
 from tests.workload import T0, Workload
 
 MARKETS = demo_markets()
@@ -85,24 +84,6 @@ def recorded_log(
 ) -> tuple[LocalCluster, list[EventRecord]]:
     workload = SpreadWorkload(seed, owners, step)
     return event_log(workload.opening() + workload.trading(trading))
-
-
-def consumption_order(records: Sequence[EventRecord], seed: int) -> list[EventRecord]:
-    """The records as a consumer of every event partition might take them: each
-    partition in order, the partitions interleaved in runs of random length."""
-    queues: dict[tuple[str, int], list[EventRecord]] = {}
-    for record in records:
-        queues.setdefault((record.topic, record.partition), []).append(record)
-    rng = random.Random(seed)
-    taken: list[EventRecord] = []
-    while queues:
-        key = rng.choice(sorted(queues))
-        run = rng.randint(1, 80)
-        taken += queues[key][:run]
-        del queues[key][:run]
-        if not queues[key]:
-            del queues[key]
-    return taken
 
 
 def batches_of(records: Sequence[EventRecord], size: int, seed: int) -> list[list[EventRecord]]:
