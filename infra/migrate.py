@@ -8,6 +8,7 @@ BitEx user create).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,23 +29,21 @@ def _config() -> Config:
 
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
-    engine = create_engine(settings)
-    try:
-        with engine.begin() as connection:
-            config = _config()
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-    finally:
-        engine.dispose()
+    _migrate(settings, command.upgrade, revision)
 
 
 def downgrade(settings: Settings, revision: str = "base") -> None:
+    _migrate(settings, command.downgrade, revision)
+
+
+def _migrate(settings: Settings, step: Callable[[Config, str], None], revision: str) -> None:
+    """Run an Alembic command on one connection, in one transaction."""
     engine = create_engine(settings)
     try:
         with engine.begin() as connection:
             config = _config()
             config.attributes["connection"] = connection
-            command.downgrade(config, revision)
+            step(config, revision)
     finally:
         engine.dispose()
 
