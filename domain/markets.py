@@ -6,6 +6,7 @@ a market converts at the edge and refuses anything off the grid.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -79,6 +80,13 @@ class Market:
         return f"{self.base.code}-{self.quote.code}"
 
     @property
+    def price_scale(self) -> int:
+        """Decimals of the tick size: prices are written on its grid (``"50000.00"``)."""
+        exponent = self.tick_size.normalize().as_tuple().exponent
+        assert isinstance(exponent, int)
+        return max(-exponent, 0)
+
+    @property
     def quote_units_per_tick_lot(self) -> int:
         """Quote units paid for one lot at a price of one tick."""
         return self.quote.to_units(self.tick_size * self.lot_size)
@@ -137,6 +145,15 @@ class Market:
     def resting_need(self, buying: bool, ticks: int, lots: int) -> int:
         """What a resting limit order must keep locked: quote for a buy, base for a sell."""
         return self.notional_units(ticks, lots) if buying else lots * self.base_units_per_lot
+
+
+def assets_of(markets: Mapping[str, Market]) -> dict[str, Asset]:
+    """Every asset the markets trade, by code."""
+    found: dict[str, Asset] = {}
+    for market in markets.values():
+        found[market.base.code] = market.base
+        found[market.quote.code] = market.quote
+    return found
 
 
 def list_markets(*markets: Market) -> dict[str, Market]:

@@ -321,3 +321,15 @@ def _fields(request: OrderRequest) -> dict[str, object]:
         "stp": request.stp.value,
         "client_order_id": request.client_order_id,
     }
+
+
+ORDER_EVENTS = (
+    Order.Accepted,
+    Order.Rejected,
+    Order.Rested,
+    Order.PartiallyFilled,  # and Order.Filled
+    Order.Cancelled,
+    Order.Expired,
+    Order.Amended,
+)
+"""Every event an Order records (they share their Event base with the other aggregates)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from decimal import Context, Inexact, InvalidOperation, Overflow
 from typing import Protocol
 from uuid import UUID
 
@@ -25,6 +26,9 @@ from eventsourcing.persistence import StoredEvent
 from infra.dedupe import SeenEvents
 from infra.event_records import Headers, stored_event
 from infra.serialization import EventMapper
+
+EXACT = Context(prec=80, traps=[InvalidOperation, Inexact, Overflow])
+"""Decimal arithmetic that refuses to round: amounts in read models are always exact."""
 
 DomainEvent = CanMutateAggregate[UUID]
 Position = tuple[str, int]

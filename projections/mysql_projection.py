@@ -43,8 +43,8 @@ import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, localcontext
+from datetime import datetime, timedelta
+from decimal import Decimal, Inexact, localcontext
 from typing import Any
 from uuid import UUID
 
@@ -59,9 +59,10 @@ from sqlalchemy.exc import DBAPIError
 from domain.accounts import Account
 from domain.aggregates import market_id_for
 from domain.ledger import AVAILABLE, LOCKED, postings
-from domain.markets import Market
-from domain.orders import Order, OrderStatus
+from domain.markets import Market, assets_of
+from domain.orders import ORDER_EVENTS, Order, OrderStatus
 from domain.venue import TradeTape
+from infra.formats import amount_text, moment_text, naive_utc
 from infra.read_models import (
     CANDLE_INTERVALS,
     accounts,
@@ -76,7 +77,7 @@ from infra.read_models import (
 )
 from infra.redis import publish_all
 from infra.redis_keys import RedisKeys
-from projections.base import Applied, DomainEvent, EventRecord, Position, versions_of
+from projections.base import EXACT, Applied, DomainEvent, EventRecord, Position, versions_of
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,6 @@ NAME = "mysql"
 RETRIES = 5
 """Times a batch is selected again when another writer moved the offsets under it."""
 
-EXACT = Context(prec=80, traps=[InvalidOperation, Inexact, Overflow])
-"""Decimal arithmetic that refuses to round: amounts here are always exact."""
 ZERO = Decimal(0)
 EPOCH = datetime(1970, 1, 1)
 
@@ -98,16 +97,6 @@ INTERVAL_SECONDS: dict[str, int] = {
     "1d": 24 * 60 * 60,
 }
 assert tuple(INTERVAL_SECONDS) == CANDLE_INTERVALS
-
-ORDER_EVENTS = (
-    Order.Accepted,
-    Order.Rejected,
-    Order.Rested,
-    Order.PartiallyFilled,  # and Order.Filled
-    Order.Cancelled,
-    Order.Expired,
-    Order.Amended,
-)
 
 Row = dict[str, Any]
 BalanceKey = tuple[str, str]
@@ -131,13 +120,6 @@ class PositionsMoved(Exception):
 # -- times and amounts -------------------------------------------------------------
 
 
-def naive_utc(at: datetime) -> datetime:
-    """``at`` in UTC without tzinfo, as DATETIME columns hold it (naive means UTC)."""
-    if at.tzinfo is not None:
-        at = at.astimezone(UTC).replace(tzinfo=None)
-    return at
-
-
 def candle_open_time(at: datetime, interval: str) -> datetime:
     """The start (naive UTC) of the ``interval`` candle holding ``at``."""
     step = timedelta(seconds=INTERVAL_SECONDS[interval])
@@ -149,36 +131,11 @@ def quantum(scale: int) -> Decimal:
     return Decimal(1).scaleb(-scale)
 
 
-def decimal_text(value: Decimal, scale: int | None) -> str:
-    """``value`` with exactly ``scale`` decimals (``"1.50000000"`` at 8); written in full
-    instead when the scale is unknown or would round it (money is never rounded)."""
-    with localcontext(EXACT) as context:
-        context.traps[Inexact] = False
-        if scale is not None:
-            exact = value.quantize(quantum(scale))
-            if exact == value:
-                return f"{exact:f}"
-        return f"{value.normalize():f}"
-
-
-def price_scale(market: Market) -> int:
-    """Decimals of the market's tick size: prices are shown on its grid (``"50000.00"``)."""
-    exponent = market.tick_size.normalize().as_tuple().exponent
-    assert isinstance(exponent, int)
-    return max(-exponent, 0)
-
-
 def event_scale(amount: Decimal) -> int:
     """The scale an event wrote ``amount`` at (events write amounts at their asset's scale)."""
     exponent = amount.as_tuple().exponent
     assert isinstance(exponent, int), "amounts in events are finite"
     return max(-exponent, 0)
-
-
-def moment_text(at: datetime) -> str:
-    """``2026-01-01T12:00:00.250000Z`` (as the query gateway writes times)."""
-    at = naive_utc(at)
-    return f"{at:%Y-%m-%dT%H:%M:%S}.{at.microsecond:06d}Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +147,7 @@ class Scales:
 
     @classmethod
     def of(cls, markets: Mapping[str, Market]) -> Scales:
-        assets: dict[str, int] = {}
-        for market in markets.values():
-            assets[market.base.code] = market.base.scale
-            assets[market.quote.code] = market.quote.scale
+        assets = {code: asset.scale for code, asset in assets_of(markets).items()}
         return cls(assets, dict(markets))
 
     def learn(self, event: DomainEvent) -> None:
@@ -225,7 +179,7 @@ class Scales:
         market = self.markets.get(symbol)
         if market is None:
             return None, None, None
-        return price_scale(market), market.base.scale, market.quote.scale
+        return market.price_scale, market.base.scale, market.quote.scale
 
 
 def _event_amounts(event: DomainEvent) -> list[tuple[str, Decimal]]:
@@ -628,7 +582,7 @@ class BatchRows:
         price, base, quote = self.scales.order_scales(row["symbol"])
 
         def text(value: Decimal | None, scale: int | None) -> str | None:
-            return None if value is None else decimal_text(value, scale)
+            return None if value is None else amount_text(value, scale)
 
         return {
             "order_id": row["order_id"],
@@ -666,10 +620,10 @@ class BatchRows:
             by_account.setdefault(account_id, []).append(
                 {
                     "asset": asset,
-                    "available": decimal_text(
+                    "available": amount_text(
                         self.scales.to_decimal(asset, balance.available), scale
                     ),
-                    "locked": decimal_text(self.scales.to_decimal(asset, balance.locked), scale),
+                    "locked": amount_text(self.scales.to_decimal(asset, balance.locked), scale),
                 }
             )
         for account_id, changed in by_account.items():

@@ -43,7 +43,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, localcontext
+from decimal import Decimal, localcontext
 from typing import Any
 from uuid import UUID
 
@@ -54,11 +54,11 @@ from redis.typing import EncodableT, FieldT
 
 from domain.aggregates import market_id_for
 from domain.markets import Market
-from domain.orders import Order
+from domain.orders import ORDER_EVENTS, Order
 from domain.venue import TradeTape
 from infra.redis import publish_all
 from infra.redis_keys import RedisKeys
-from projections.base import Applied, DomainEvent, EventRecord, Position, versions_of
+from projections.base import EXACT, Applied, DomainEvent, EventRecord, Position, versions_of
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +74,8 @@ ASKS = "asks"
 GONE = "0"
 """The quantity a diff gives a level that emptied."""
 
-EXACT = Context(prec=80, traps=[InvalidOperation, Inexact, Overflow])
-"""Decimal arithmetic that refuses to round: amounts here are always exact."""
 ZERO = Decimal(0)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-ORDER_EVENTS = (
-    Order.Accepted,
-    Order.Rejected,
-    Order.Rested,
-    Order.PartiallyFilled,  # and Order.Filled
-    Order.Cancelled,
-    Order.Expired,
-    Order.Amended,
-)
 
 
 class BookInconsistent(RuntimeError):
@@ -113,11 +100,9 @@ class MarketFormat:
 
     @classmethod
     def of(cls, market: Market) -> MarketFormat:
-        exponent = market.tick_size.normalize().as_tuple().exponent
-        assert isinstance(exponent, int)
         return cls(
             market.symbol,
-            _quantum(min(exponent, 0)),
+            _quantum(-market.price_scale),
             market.base.quantum,
             market.quote.quantum,
         )

@@ -20,6 +20,7 @@ from faust.streams import Stream
 
 from domain.markets import Market, demo_markets
 from infra.event_records import message_headers
+from infra.faust_app import faust_app
 from infra.kafka_io import end_offsets
 from infra.mysql import create_engine
 from infra.redis import create_redis
@@ -118,19 +119,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
     topics = TopicMap.from_env()
     keys = RedisKeys.for_prefix(topics.prefix)
     runtime = ProjectionRuntime(default_projections(settings, keys, demo_markets()))
-    app = faust.App(
-        f"{topics.prefix}bitex-projections",
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        value_serializer="raw",
-        key_serializer="raw",
-        web_enabled=False,
-        consumer_auto_offset_reset="earliest",
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        stream_buffer_maxsize=4 * BATCH_SIZE,
-        consumer_group_instance_id=f"{topics.prefix}bitex-projections-0",
-        broker_max_poll_records=BATCH_SIZE,
-    )
+    app = faust_app(f"{topics.prefix}bitex-projections", settings, BATCH_SIZE)
     channel = app.topic(*event_topics(topics), value_serializer="raw", key_serializer="raw")
 
     @app.agent(channel, name="bitex-projections")

@@ -31,6 +31,7 @@ from starlette.websockets import WebSocket
 from domain.markets import Market, demo_markets
 from domain.orders import TERMINAL_STATUSES, OrderStatus
 from infra.auth import Authenticator, Principal, load_master_key
+from infra.formats import amount_text, moment_text
 from infra.mysql import create_engine
 from infra.read_models import CANDLE_INTERVALS
 from infra.redis import create_redis
@@ -38,11 +39,11 @@ from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from infra.topics import TopicMap
 from queries import params
-from queries.encoding import JSONResponse, amount, decimal_text, moment
+from queries.encoding import JSONResponse, decimal_text
 from queries.errors import EXCEPTION_HANDLERS, ApiError, bad_request
 from queries.feed import Feed
 from queries.openapi import document
-from queries.readers import Page, ReadModels, price_scale
+from queries.readers import Page, ReadModels
 from queries.ws import Live, serve
 
 MAX_DEPTH = 1000
@@ -71,7 +72,7 @@ def market_json(market: Market) -> dict[str, Any]:
         "symbol": market.symbol,
         "base": market.base.code,
         "quote": market.quote.code,
-        "price_scale": price_scale(market),
+        "price_scale": market.price_scale,
         "base_scale": market.base.scale,
         "quote_scale": market.quote.scale,
         "tick_size": decimal_text(market.tick_size),
@@ -218,8 +219,8 @@ class QueryGateway:
         stored: dict[str, Any] = {} if raw is None else orjson.loads(raw)
         empty: dict[str, Any] = dict.fromkeys(TICKER_FIELDS)
         empty.update(
-            volume=amount(Decimal(0), market.base.scale),
-            quote_volume=amount(Decimal(0), market.quote.scale),
+            volume=amount_text(Decimal(0), market.base.scale),
+            quote_volume=amount_text(Decimal(0), market.quote.scale),
             trades=0,
         )
         body = {"symbol": market.symbol}
@@ -338,7 +339,7 @@ def _utc_z(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     try:
-        return moment(datetime.fromisoformat(value))
+        return moment_text(datetime.fromisoformat(value))
     except ValueError:
         return value
 

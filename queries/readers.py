@@ -22,9 +22,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Row, and_, or_, select
 from sqlalchemy.engine import Engine
 
-from domain.markets import Market
+from domain.markets import Market, assets_of
+from infra.formats import amount_text, moment_text
 from infra.read_models import balances, candles, fills, ledger_entries, orders, trades
-from queries.encoding import amount, minute, moment, optional_amount
+from queries.encoding import minute, optional_amount
 from queries.params import Key
 
 Item = dict[str, Any]
@@ -41,14 +42,6 @@ def before(columns: Sequence[ColumnElement[Any]], key: Key) -> ColumnElement[boo
     return or_(*clauses)
 
 
-def price_scale(market: Market) -> int:
-    """Decimals of the market's tick size: prices are written on its grid (``"50000.00"``),
-    as the Redis projection writes book levels, trades and tickers."""
-    exponent = market.tick_size.normalize().as_tuple().exponent
-    assert isinstance(exponent, int)
-    return max(-exponent, 0)
-
-
 @dataclass(frozen=True, slots=True)
 class Scales:
     price: int | None
@@ -62,17 +55,14 @@ class ReadModels:
     def __init__(self, engine: Engine, markets: dict[str, Market]) -> None:
         self.engine = engine
         self.markets = markets
-        self.scales: dict[str, int] = {}
-        for market in markets.values():
-            self.scales[market.base.code] = market.base.scale
-            self.scales[market.quote.code] = market.quote.scale
+        self.scales = {code: asset.scale for code, asset in assets_of(markets).items()}
 
     def _scales(self, symbol: str) -> Scales:
         """A market's scales; an unlisted market's amounts are written in full."""
         market = self.markets.get(symbol)
         if market is None:
             return Scales(None, None, None)
-        return Scales(price_scale(market), market.base.scale, market.quote.scale)
+        return Scales(market.price_scale, market.base.scale, market.quote.scale)
 
     def _page(self, query: Any, limit: int, key_of: Any, item_of: Any) -> Page:
         with self.engine.connect() as connection:
@@ -93,10 +83,10 @@ class ReadModels:
                 "trade_id": row.trade_id,
                 "symbol": row.symbol,
                 "sequence": row.seq,
-                "price": amount(row.price, scale.price),
-                "quantity": amount(row.quantity, scale.base),
+                "price": amount_text(row.price, scale.price),
+                "quantity": amount_text(row.quantity, scale.base),
                 "taker_side": row.taker_side,
-                "at": moment(row.at),
+                "at": moment_text(row.at),
             }
 
         return self._page(query.order_by(trades.c.seq.desc()), limit, lambda row: (row.seq,), item)
@@ -123,12 +113,12 @@ class ReadModels:
         def item(row: Row[Any]) -> Item:
             return {
                 "open_time": minute(row.open_time),
-                "open": amount(row.open, scale.price),
-                "high": amount(row.high, scale.price),
-                "low": amount(row.low, scale.price),
-                "close": amount(row.close, scale.price),
-                "volume": amount(row.volume, scale.base),
-                "quote_volume": amount(row.quote_volume, scale.quote),
+                "open": amount_text(row.open, scale.price),
+                "high": amount_text(row.high, scale.price),
+                "low": amount_text(row.low, scale.price),
+                "close": amount_text(row.close, scale.price),
+                "volume": amount_text(row.volume, scale.base),
+                "quote_volume": amount_text(row.quote_volume, scale.quote),
                 "trades": row.trades,
             }
 
@@ -153,8 +143,8 @@ class ReadModels:
             items.append(
                 {
                     "asset": asset,
-                    "available": amount(zero if row is None else row.available, scale),
-                    "locked": amount(zero if row is None else row.locked, scale),
+                    "available": amount_text(zero if row is None else row.available, scale),
+                    "locked": amount_text(zero if row is None else row.locked, scale),
                 }
             )
         return items
@@ -175,11 +165,11 @@ class ReadModels:
             "self_trade_prevention": row.stp,
             "status": row.status,
             "reason": row.reason,
-            "filled_quantity": amount(row.filled_quantity, scale.base),
-            "filled_notional": amount(row.filled_notional, scale.quote),
+            "filled_quantity": amount_text(row.filled_quantity, scale.base),
+            "filled_notional": amount_text(row.filled_notional, scale.quote),
             "remaining": optional_amount(row.remaining, scale.base),
-            "created_at": moment(row.created_at),
-            "updated_at": moment(row.updated_at),
+            "created_at": moment_text(row.created_at),
+            "updated_at": moment_text(row.updated_at),
         }
 
     def orders(
@@ -239,15 +229,15 @@ class ReadModels:
                 "symbol": row.symbol,
                 "side": row.side,
                 "role": row.role,
-                "price": amount(row.price, scale.price),
-                "quantity": amount(row.quantity, scale.base),
+                "price": amount_text(row.price, scale.price),
+                "quantity": amount_text(row.quantity, scale.base),
                 "spent_asset": row.spent_asset,
-                "spent": amount(row.spent, self.scales.get(row.spent_asset)),
+                "spent": amount_text(row.spent, self.scales.get(row.spent_asset)),
                 "received_asset": row.received_asset,
-                "received": amount(row.received, self.scales.get(row.received_asset)),
+                "received": amount_text(row.received, self.scales.get(row.received_asset)),
                 "fee_asset": row.received_asset,
-                "fee": amount(row.fee, self.scales.get(row.received_asset)),
-                "at": moment(row.at),
+                "fee": amount_text(row.fee, self.scales.get(row.received_asset)),
+                "at": moment_text(row.at),
             }
 
         return self._page(
@@ -271,11 +261,11 @@ class ReadModels:
                 "event_version": row.event_version,
                 "leg": row.leg,
                 "asset": row.asset,
-                "amount": amount(row.amount, self.scales.get(row.asset)),
+                "amount": amount_text(row.amount, self.scales.get(row.asset)),
                 "bucket": row.bucket,
                 "kind": row.kind,
                 "reference": row.reference,
-                "at": moment(row.at),
+                "at": moment_text(row.at),
             }
 
         return self._page(

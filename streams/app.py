@@ -29,6 +29,7 @@ from faust.streams import Stream
 
 from domain.markets import Market, demo_markets
 from infra.event_records import cause_offset, message_headers, stored_event
+from infra.faust_app import faust_app
 from infra.kafka_io import end_offsets, read_partition
 from infra.settings import Settings
 from infra.topics import SNAPSHOT_MAX_BYTES, TopicMap
@@ -266,20 +267,8 @@ def build_app(role: Role, settings: Settings | None = None, instance: int = 0) -
     settings = settings or Settings.from_env()
     topics = TopicMap.from_env()
     runtime = ProcessorRuntime(role, settings, topics, demo_markets())
-    app = faust.App(
-        f"{topics.prefix}bitex-{role.name}",
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        value_serializer="raw",
-        key_serializer="raw",
-        web_enabled=False,
-        consumer_auto_offset_reset="earliest",
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        producer_acks=-1,
-        stream_buffer_maxsize=4 * BATCH_SIZE,
-        # Static membership: a restarted worker takes its place back at once.
-        consumer_group_instance_id=f"{topics.prefix}bitex-{role.name}-{instance}",
-        broker_max_poll_records=BATCH_SIZE,
+    app = faust_app(
+        f"{topics.prefix}bitex-{role.name}", settings, BATCH_SIZE, instance, producer_acks=-1
     )
     inbox_name = role.inbox(topics)
     inbox = app.topic(inbox_name, value_serializer="raw", key_serializer="raw")

@@ -16,9 +16,8 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from domain.markets import demo_markets
+from domain.markets import assets_of, demo_markets
 from domain.matching import Side
-from domain.money import Asset
 from infra.command_client import CommandClient
 from infra.mysql import create_engine
 from infra.read_models import balances, orders
@@ -34,14 +33,6 @@ from tests.workload import Workload
 pytestmark = pytest.mark.integration
 
 PROJECTIONS = "projections"
-
-
-def _assets() -> dict[str, Asset]:
-    found: dict[str, Asset] = {}
-    for market in demo_markets().values():
-        found[market.base.code] = market.base
-        found[market.quote.code] = market.quote
-    return found
 
 
 async def _wait_projected(settings: Settings, topics: TopicMap, timeout: float = 90) -> None:
@@ -107,7 +98,7 @@ async def test_read_models_equal_the_log_after_the_projections_are_killed(
         finally:
             engine.dispose()
 
-        assets = _assets()
+        assets = assets_of(demo_markets())
         projected = {
             (row.account_id, row.asset): (
                 assets[row.asset].to_units(row.available),

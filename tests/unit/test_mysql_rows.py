@@ -31,6 +31,7 @@ from domain.ledger import AVAILABLE, LOCKED
 from domain.markets import demo_markets
 from domain.orders import Order, OrderStatus
 from domain.venue import TradeTape
+from infra.formats import amount_text, naive_utc
 from infra.messages import Command
 from infra.read_models import CANDLE_INTERVALS
 from infra.redis_keys import RedisKeys
@@ -45,8 +46,6 @@ from projections.mysql_projection import (
     Wanted,
     advance_order,
     candle_open_time,
-    decimal_text,
-    naive_utc,
     new_order_row,
 )
 from streams.local import LocalCluster
@@ -312,7 +311,7 @@ def test_naive_utc() -> None:
     ],
 )
 def test_decimal_text(value: Decimal, scale: int | None, text: str) -> None:
-    assert decimal_text(value, scale) == text
+    assert amount_text(value, scale) == text
 
 
 @settings(max_examples=300, deadline=None)
@@ -322,8 +321,8 @@ def test_amounts_round_trip_through_the_database_scale(units: int, scale: int) -
     value = scales.to_decimal("X", units)
     stored = value.quantize(DB_QUANTUM, context=WIDE)  # what DECIMAL(40, 18) gives back
     assert scales.to_units("X", stored) == units
-    assert decimal_text(stored, scale) == f"{value:f}"
-    assert Decimal(decimal_text(stored, scale)) == value
+    assert amount_text(stored, scale) == f"{value:f}"
+    assert Decimal(amount_text(stored, scale)) == value
 
 
 def test_an_amount_off_its_scale_is_refused() -> None:
