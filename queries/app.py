@@ -32,6 +32,7 @@ from domain.markets import Market, demo_markets
 from domain.orders import TERMINAL_STATUSES, OrderStatus
 from infra.auth import Authenticator, Principal, load_master_key
 from infra.formats import amount_text, moment_text
+from infra.http import EXCEPTION_HANDLERS, ApiError, JSONResponse, bad_request
 from infra.mysql import create_engine
 from infra.read_models import CANDLE_INTERVALS
 from infra.redis import create_redis
@@ -39,8 +40,7 @@ from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from infra.topics import TopicMap
 from queries import params
-from queries.encoding import JSONResponse, decimal_text
-from queries.errors import EXCEPTION_HANDLERS, ApiError, bad_request
+from queries.encoding import decimal_text
 from queries.feed import Feed
 from queries.openapi import document
 from queries.readers import Page, ReadModels

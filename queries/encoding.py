@@ -5,19 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
-
-import orjson
-from starlette.responses import Response
 
 from infra.formats import amount_text
-
-
-class JSONResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 def optional_amount(value: Decimal | None, scale: int | None) -> str | None:

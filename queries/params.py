@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from starlette.datastructures import QueryParams
 
-from queries.errors import bad_request
+from infra.http import bad_request
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500

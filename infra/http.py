@@ -1,4 +1,6 @@
-"""Every error the gateway answers: ``{"error": {"code": "...", "message": "..."}}``.
+"""JSON responses and errors shared by both gateways.
+
+Every error a gateway answers is: ``{"error": {"code": "...", "message": "..."}}``.
 
 Handlers turn our own ``ApiError``, authentication failures, Starlette's
 ``HTTPException`` (unknown route, wrong method, body too large) and anything
@@ -9,13 +11,14 @@ from __future__ import annotations
 
 import http
 import logging
+from typing import Any
 
+import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from infra.auth import AuthError
-from queries.encoding import JSONResponse
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,13 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "body_too_large",
 }
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 class ApiError(Exception):
