@@ -16,6 +16,7 @@ def faust_app(
 
     Topics are created by ``bitex topics`` (never by Faust), values and keys stay
     bytes, and membership is static: a restarted worker takes its place back at once.
+    Faust's (empty) table directory goes under the state directory, not the cwd.
     """
     return faust.App(
         group,
@@ -29,5 +30,6 @@ def faust_app(
         stream_buffer_maxsize=4 * batch_size,
         consumer_group_instance_id=f"{group}-{instance}",
         broker_max_poll_records=batch_size,
+        datadir=str(settings.state_dir / "faust" / "{conf.name}-data"),
         **options,
     )
