@@ -18,6 +18,8 @@ def faust_app(
     bytes, and membership is static: a restarted worker takes its place back at once.
     Faust's (empty) table directory goes under the state directory, not the cwd.
     """
+    tables = settings.state_dir / "faust"
+    tables.mkdir(parents=True, exist_ok=True)
     return faust.App(
         group,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -30,6 +32,6 @@ def faust_app(
         stream_buffer_maxsize=4 * batch_size,
         consumer_group_instance_id=f"{group}-{instance}",
         broker_max_poll_records=batch_size,
-        datadir=str(settings.state_dir / "faust" / "{conf.name}-data"),
+        datadir=str(tables / "{conf.name}-data"),
         **options,
     )
