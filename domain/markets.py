@@ -13,6 +13,9 @@ from decimal import Decimal
 from domain.errors import DomainError, InvalidOrder
 from domain.money import Asset, ceil_div
 
+MAX_STEPS = 10**15
+"""The most ticks in a price or lots in a quantity (far beyond any real order)."""
+
 
 @dataclass(frozen=True, slots=True)
 class FeeRate:
@@ -112,11 +115,12 @@ class Market:
         if price <= 0:
             msg = f"price must be positive, got {price}"
             raise InvalidOrder(msg, "invalid_price")
+        if price >= self.tick_size * MAX_STEPS:  # before dividing: the quotient must fit
+            msg = f"price {price} is too large"
+            raise InvalidOrder(msg, "invalid_price")
         ticks, rest = divmod(price, self.tick_size)
-        if rest or ticks >= 10**15:
+        if rest:
             msg = f"price {price} is not a multiple of the tick size {self.tick_size}"
-            if rest == 0:
-                msg = f"price {price} is too large"
             raise InvalidOrder(msg, "invalid_price")
         return int(ticks)
 
@@ -125,11 +129,12 @@ class Market:
         if quantity <= 0:
             msg = f"quantity must be positive, got {quantity}"
             raise InvalidOrder(msg, "invalid_quantity")
+        if quantity >= self.lot_size * MAX_STEPS:
+            msg = f"quantity {quantity} is too large"
+            raise InvalidOrder(msg, "invalid_quantity")
         lots, rest = divmod(quantity, self.lot_size)
-        if rest or lots >= 10**15:
+        if rest:
             msg = f"quantity {quantity} is not a multiple of the lot size {self.lot_size}"
-            if rest == 0:
-                msg = f"quantity {quantity} is too large"
             raise InvalidOrder(msg, "invalid_quantity")
         return int(lots)
 

@@ -1,6 +1,6 @@
 """Rebuild a whole domain state from its events, in log order.
 
-Accounts, orders and trade tapes are rebuilt by their own events; each book
+Users, accounts, orders and trade tapes are rebuilt by their own events; each book
 is rebuilt from its orders' events through the engine's public operations, so
 that price-time priority comes out exactly as it was. Version gaps or forks
 raise, because an aggregate refuses an event that is not its next.
@@ -15,6 +15,7 @@ from domain.accounts import Account
 from domain.errors import InvariantViolation
 from domain.markets import Market
 from domain.orders import Order
+from domain.users import USER_EVENTS, User
 from domain.venue import Event, TradeTape, Venue
 
 
@@ -22,6 +23,7 @@ class Replayer:
     def __init__(self, markets: dict[str, Market]) -> None:
         self.markets = markets
         self.accounts: dict[UUID, Account] = {}
+        self.users: dict[UUID, User] = {}
         self.venues: dict[str, Venue] = {}
         self._orders: dict[UUID, Order] = {}
         self._tapes: dict[UUID, TradeTape] = {}
@@ -40,6 +42,10 @@ class Replayer:
             self._apply_order(event)
         elif isinstance(event, TradeTape.Event):
             self._apply_tape(event)
+        elif isinstance(event, User.Registered):
+            self.users[event.originator_id] = _created(event, User)
+        elif isinstance(event, USER_EVENTS):
+            event.mutate(self.users[event.originator_id])
         else:
             msg = f"cannot replay {type(event).__qualname__}"
             raise InvariantViolation(msg)

@@ -22,10 +22,13 @@ CANCEL_ORDER = "cancel_order"
 CANCEL_ALL = "cancel_all"
 AMEND_ORDER = "amend_order"
 SET_FEE_RATES = "set_fee_rates"
+REGISTER_USER = "register_user"
+CREATE_API_KEY = "create_api_key"
+REVOKE_API_KEY = "revoke_api_key"
 
 COMMAND_KINDS = frozenset(
     {OPEN_ACCOUNT, DEPOSIT, WITHDRAW, PLACE_ORDER, CANCEL_ORDER, CANCEL_ALL, AMEND_ORDER}
-    | {SET_FEE_RATES}
+    | {SET_FEE_RATES, REGISTER_USER, CREATE_API_KEY, REVOKE_API_KEY}
 )
 
 

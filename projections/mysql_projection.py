@@ -1,7 +1,11 @@
-"""The MySQL read model: accounts, balances, orders, fills, trades, the ledger and candles.
+"""The MySQL read model: users, API keys, accounts, balances, orders, fills, trades,
+the ledger and candles.
 
 Built from all three event families (``infra.read_models`` has the tables):
 
+- ``users``: one row per ``User.Registered`` (with the argon2 hash the command
+  gateway checks logins against); ``api_keys``: one row per
+  ``User.ApiKeyCreated``, ``revoked_at`` set by ``User.ApiKeyRevoked``;
 - ``accounts``: one row per ``Account.Opened``;
 - ``balances``: available and locked per (account, asset). Every account event
   that moves money changes them by the legs ``domain.ledger.postings`` gives
@@ -51,7 +55,7 @@ from uuid import UUID
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-from sqlalchemy import Connection, Table, insert, select, tuple_
+from sqlalchemy import Connection, Table, insert, select, tuple_, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -61,12 +65,14 @@ from domain.aggregates import market_id_for
 from domain.ledger import AVAILABLE, LOCKED, postings
 from domain.markets import Market, assets_of
 from domain.orders import ORDER_EVENTS, Order, OrderStatus
+from domain.users import USER_EVENTS, User
 from domain.venue import TradeTape
 from infra.formats import amount_text, moment_text, naive_utc
 from infra.read_models import (
     CANDLE_INTERVALS,
     accounts,
     aggregate_versions,
+    api_keys,
     balances,
     candles,
     fills,
@@ -74,6 +80,7 @@ from infra.read_models import (
     orders,
     projection_offsets,
     trades,
+    users,
 )
 from infra.redis import publish_all
 from infra.redis_keys import RedisKeys
@@ -371,6 +378,9 @@ class BatchRows:
     fills: list[Row] = field(default_factory=list)
     trades: list[Row] = field(default_factory=list)
     ledger: list[Row] = field(default_factory=list)
+    users: list[Row] = field(default_factory=list)
+    api_keys: list[Row] = field(default_factory=list)
+    revoked_keys: dict[str, datetime] = field(default_factory=dict)
 
     # -- rows in -------------------------------------------------------------------
 
@@ -418,8 +428,39 @@ class BatchRows:
                     "opened_at": naive_utc(event.timestamp),
                 }
             )
+        elif isinstance(event, USER_EVENTS):
+            self._user(record.aggregate_id, event)
         else:
             self._money(record, event)
+
+    # -- users ---------------------------------------------------------------------
+
+    def _user(self, user_id: UUID, event: DomainEvent) -> None:
+        at = naive_utc(event.timestamp)
+        if isinstance(event, User.Registered):
+            self.users.append(
+                {
+                    "user_id": str(user_id),
+                    "email": event.email,
+                    "password_hash": event.password_hash,
+                    "role": event.role,
+                    "account_id": str(event.account_id),
+                    "created_at": at,
+                }
+            )
+        elif isinstance(event, User.ApiKeyCreated):
+            self.api_keys.append(
+                {
+                    "key_id": event.key_id,
+                    "user_id": str(user_id),
+                    "permissions": event.permissions,
+                    "label": event.label,
+                    "created_at": at,
+                    "revoked_at": None,
+                }
+            )
+        elif isinstance(event, User.ApiKeyRevoked):
+            self.revoked_keys[event.key_id] = at
 
     # -- orders --------------------------------------------------------------------
 
@@ -826,6 +867,12 @@ class MySQLProjection:
         moved: Mapping[Position, int],
         versions: Mapping[UUID, int],
     ) -> None:
+        _append(connection, users, rows.users)
+        _append(connection, api_keys, rows.api_keys)
+        for key_id, at in rows.revoked_keys.items():
+            connection.execute(
+                update(api_keys).where(api_keys.c.key_id == key_id).values(revoked_at=at)
+            )
         _append(connection, accounts, rows.accounts)
         _upsert(connection, balances, rows.balance_rows())
         _upsert(connection, orders, rows.order_rows())

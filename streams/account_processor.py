@@ -32,6 +32,7 @@ from domain.settlement import (
     settle_order_event,
     undo_prelock,
 )
+from domain.users import USER_EVENTS, EmailTaken, User, api_key_id_for, user_id_for
 from infra import messages
 from infra.dedupe import SeenEvents
 from infra.event_records import cause_offset, header, stored_event
@@ -50,8 +51,14 @@ from streams.forwards import (
     Forward,
     request_to_json,
 )
-from streams.records import InRecord, OutRecord, event_records
-from streams.snapshots import Json, account_from_json, account_to_json
+from streams.records import InRecord, OutRecord, event_records, written_versions
+from streams.snapshots import (
+    Json,
+    account_from_json,
+    account_to_json,
+    user_from_json,
+    user_to_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,7 @@ class AccountProcessor:
         self.partition = partition
         self.assets = {a.code: a for m in markets.values() for a in (m.base, m.quote)}
         self.accounts: dict[UUID, Account] = {}
+        self.users: dict[UUID, User] = {}
         self.mapper = EventMapper()
         self.own_events = SeenEvents()
         self.relayed = SeenEvents(contiguous=False)
@@ -76,6 +84,9 @@ class AccountProcessor:
             messages.CANCEL_ORDER: self._cancel_order,
             messages.CANCEL_ALL: self._cancel_all,
             messages.AMEND_ORDER: self._amend_order,
+            messages.REGISTER_USER: self._register_user,
+            messages.CREATE_API_KEY: self._create_api_key,
+            messages.REVOKE_API_KEY: self._revoke_api_key,
         }
 
     # -- recovery ----------------------------------------------------------
@@ -86,7 +97,11 @@ class AccountProcessor:
         if not self.own_events.is_new(aggregate_id, stored.originator_version, stored.state):
             return
         event = self.mapper.to_domain_event(stored)
-        if isinstance(event, Account.Opened):
+        if isinstance(event, User.Registered):
+            self.users[event.originator_id] = cast(User, event.mutate(None))
+        elif isinstance(event, USER_EVENTS):
+            event.mutate(self.users[event.originator_id])
+        elif isinstance(event, Account.Opened):
             self.accounts[event.originator_id] = cast(Account, event.mutate(None))
         else:
             event.mutate(self.accounts[event.originator_id])
@@ -94,6 +109,7 @@ class AccountProcessor:
     def snapshot(self) -> Json:
         return {
             "accounts": [account_to_json(account) for account in self.accounts.values()],
+            "users": [user_to_json(user) for user in self.users.values()],
             "relayed": {str(k): v for k, v in self.relayed.versions.items()},
             "refusals_seen": {str(k): v for k, v in self.refusals_seen.items()},
         }
@@ -103,6 +119,10 @@ class AccountProcessor:
             account = account_from_json(data)
             self.accounts[account.id] = account
             self.own_events.versions[account.id] = account.version
+        for data in state.get("users", ()):
+            user = user_from_json(data)
+            self.users[user.id] = user
+            self.own_events.versions[user.id] = user.version
         self.relayed.versions = {UUID(k): v for k, v in state["relayed"].items()}
         self.refusals_seen = {int(k): v for k, v in state["refusals_seen"].items()}
 
@@ -132,18 +152,37 @@ class AccountProcessor:
             self._check_partition(command.account_id)
             details, forward = self._handlers[command.kind](command)
         except DomainError as refusal:
-            account = self.accounts.get(command.account_id)
-            if account is not None and account.pending_events:
-                msg = f"account {account.id} changed before refusing {command.command_id}"
-                raise AssertionError(msg) from refusal
+            for aggregate in self._touched(command):
+                if aggregate.pending_events:
+                    msg = f"{aggregate.id} changed before refusing {command.command_id}"
+                    raise AssertionError(msg) from refusal
             outcome = Outcome(command.command_id, False, code=refusal.code, message=refusal.message)
             return [self._outcome(outcome)]
-        out = self._collect(self.accounts.get(command.account_id), record.cause)
+        out: list[OutRecord] = []
+        for aggregate in self._touched(command):
+            out += self._collect(aggregate, record.cause)
+        written = written_versions(out)
         if forward is not None:
+            if written:
+                forward.body["written"] = written
             out.append(self._forward(forward, record.cause))
         else:
-            out.append(self._outcome(Outcome(command.command_id, True, {"result": details})))
+            result = {"result": details, "written": written}
+            out.append(self._outcome(Outcome(command.command_id, True, result)))
         return out
+
+    def _touched(self, command: Command) -> list[User | Account]:
+        """What a command may change: its account, and the user named, if any."""
+        touched: list[User | Account] = []
+        user_id = command.fields.get("user_id")
+        if user_id is not None:
+            user = self.users.get(UUID(str(user_id)))
+            if user is not None:
+                touched.append(user)
+        account = self.accounts.get(command.account_id)
+        if account is not None:
+            touched.append(account)
+        return touched
 
     # -- commands ----------------------------------------------------------
 
@@ -156,6 +195,35 @@ class AccountProcessor:
             self.accounts[command.account_id] = Account.open(owner, command.at)
             return "opened", None
         return "already_open", None
+
+    def _register_user(self, command: Command) -> tuple[str | None, Forward | None]:
+        f = command.fields
+        user_id = user_id_for(str(f["email"]))
+        if str(user_id) != str(f["user_id"]):
+            msg = f"user id {f['user_id']} does not belong to {f['email']!r}"
+            raise DomainError(msg, "invalid_user")
+        if user_id in self.users:
+            msg = "a user with this e-mail address exists already"
+            raise EmailTaken(msg)
+        user = User.register(str(f["email"]), str(f["password_hash"]), str(f["role"]), command.at)
+        if user.account_id != command.account_id:
+            msg = f"account id {command.account_id} does not belong to user {user_id}"
+            raise DomainError(msg, "invalid_account")
+        self.users[user_id] = user
+        if user.account_id not in self.accounts:
+            self.accounts[user.account_id] = Account.open(str(user_id), command.at)
+        return "registered", None
+
+    def _create_api_key(self, command: Command) -> tuple[str | None, Forward | None]:
+        user = self._user(command)
+        key_id = api_key_id_for(user.id, command.command_id)
+        f = command.fields
+        user.create_api_key(key_id, f["permissions"], str(f.get("label", "")), command.at)
+        return key_id, None
+
+    def _revoke_api_key(self, command: Command) -> tuple[str | None, Forward | None]:
+        revoked = self._user(command).revoke_api_key(str(command.fields["key_id"]), command.at)
+        return ("revoked" if revoked else "already_revoked"), None
 
     def _deposit(self, command: Command) -> tuple[str | None, Forward | None]:
         asset, amount = self._asset_amount(command)
@@ -287,11 +355,11 @@ class AccountProcessor:
 
     # -- helpers -----------------------------------------------------------
 
-    def _collect(self, account: Account | None, cause: bytes) -> list[OutRecord]:
-        """The account's new events as records on its partition of the user events."""
-        if account is None:
+    def _collect(self, aggregate: User | Account | None, cause: bytes) -> list[OutRecord]:
+        """An aggregate's new events as records on its partition of the user events."""
+        if aggregate is None:
             return []
-        pending = account.collect_events()
+        pending = aggregate.collect_events()
         records = event_records(
             self.mapper, pending, self.topics.user_events, self.partition, cause
         )
@@ -319,6 +387,13 @@ class AccountProcessor:
             msg = f"account {account_id} belongs to partition {expected}, not {self.partition}"
             raise DomainError(msg, "misrouted")
 
+    def _user(self, command: Command) -> User:
+        user = self.users.get(UUID(str(command.fields["user_id"])))
+        if user is None or user.account_id != command.account_id:
+            msg = f"unknown user {command.fields['user_id']}"
+            raise DomainError(msg, "unknown_user")
+        return user
+
     def _account(self, command: Command) -> Account:
         account = self.accounts.get(command.account_id)
         if account is None:
@@ -345,7 +420,10 @@ class AccountProcessor:
     def _open_reservation(account: Account, order_id: UUID) -> Any:
         reservation = account.reservations.get(order_id)
         if reservation is None:
-            msg = f"no open order {order_id}"
+            if order_id not in account.order_ids:  # never this account's: it is not told more
+                msg = f"no order {order_id}"
+                raise UnknownOrder(msg, "order_not_found")
+            msg = f"order {order_id} is not open any more"
             raise UnknownOrder(msg, "order_not_open")
         return reservation
 

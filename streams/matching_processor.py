@@ -37,7 +37,7 @@ from streams.forwards import (
     Forward,
     request_from_json,
 )
-from streams.records import InRecord, OutRecord, event_records
+from streams.records import InRecord, OutRecord, event_records, written_versions
 from streams.snapshots import Json, venue_from_json, venue_to_json
 
 FORWARD = "bitex-forward"
@@ -110,7 +110,18 @@ class MatchingProcessor:
         except DomainError as refusal:
             outcome = Outcome(forward.command_id, False, code=refusal.code, message=refusal.message)
             refund = self._refund_amend(forward, record.cause)
-        out = self._records(venue, record.cause, f"{source[0]}:{source[1]}".encode())
+        events = venue.collect_events()
+        out = self._records(venue, events, record.cause, f"{source[0]}:{source[1]}".encode())
+        if outcome.ok:
+            outcome.details["fills"] = [
+                _fill_details(event)
+                for event in events
+                if isinstance(event, TradeTape.TradeExecuted)
+            ]
+            outcome.details["written"] = {
+                **forward.body.get("written", {}),
+                **written_versions(out),
+            }
         out += refund
         out.append(
             OutRecord(self.topics.outcomes, 0, outcome.command_id.encode(), outcome.encode())
@@ -171,9 +182,11 @@ class MatchingProcessor:
             venue = self.venues[symbol] = Venue.open(market, at)
         return venue
 
-    def _records(self, venue: Venue, cause: bytes, forward: bytes) -> list[OutRecord]:
+    def _records(
+        self, venue: Venue, events: list[Event], cause: bytes, forward: bytes
+    ) -> list[OutRecord]:
         out: list[OutRecord] = []
-        for event in venue.collect_events():
+        for event in events:
             out += self._event_records(venue, event, cause, forward)
         return out
 
@@ -219,6 +232,16 @@ class MatchingProcessor:
                 ],
             )
         ]
+
+
+def _fill_details(trade: TradeTape.TradeExecuted) -> dict[str, Any]:
+    """A trade as the taker's outcome tells it (fees follow at settlement)."""
+    return {
+        "trade_id": trade.trade_id,
+        "price": format(trade.price, "f"),
+        "quantity": format(trade.quantity, "f"),
+        "maker_order_id": str(trade.maker_order_id),
+    }
 
 
 def _order_details(order: Order) -> dict[str, Any]:

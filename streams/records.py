@@ -13,7 +13,7 @@ from uuid import UUID
 
 from eventsourcing.domain import CanMutateAggregate
 
-from infra.event_records import Headers, event_headers
+from infra.event_records import EVENT_ID, EVENT_VERSION, Headers, event_headers, header
 from infra.serialization import EventMapper
 
 
@@ -59,3 +59,21 @@ def event_records(
             )
         )
     return records
+
+
+def written_versions(records: Iterable[OutRecord]) -> dict[str, int]:
+    """The newest version of each aggregate among ``records``' events.
+
+    An outcome carries these, so a gateway can wait until the read models have
+    applied what a command wrote (read-your-writes).
+    """
+    written: dict[str, int] = {}
+    for record in records:
+        aggregate_id, version = (
+            header(record.headers, EVENT_ID),
+            header(record.headers, EVENT_VERSION),
+        )
+        if aggregate_id is not None and version is not None:
+            key = aggregate_id.decode()
+            written[key] = max(written.get(key, 0), int(version))
+    return written

@@ -23,6 +23,7 @@ from domain.aggregates import ExchangeAggregate
 from domain.markets import FeeRate, Market
 from domain.matching import SelfTradePrevention, Side, TimeInForce
 from domain.orders import Order, OrderStatus
+from domain.users import User
 from domain.venue import TradeTape, Venue
 
 Json = dict[str, Any]
@@ -104,6 +105,28 @@ def account_to_json(account: Account) -> Json:
             for symbol, (maker, taker) in account.fee_overrides.items()
         },
     }
+
+
+def user_to_json(user: User) -> Json:
+    return {
+        **_base(user),
+        "email": user.email,
+        "password_hash": user.password_hash,
+        "role": user.role,
+        "account_id": str(user.account_id),
+        "api_keys": user.api_keys,
+        "revoked_keys": sorted(user.revoked_keys),
+    }
+
+
+def user_from_json(data: Json) -> User:
+    user = _shell(User, data)
+    User.__init__(
+        user, data["email"], data["password_hash"], data["role"], UUID(data["account_id"])
+    )
+    user.api_keys = dict(data["api_keys"])
+    user.revoked_keys = set(data["revoked_keys"])
+    return user
 
 
 def account_from_json(data: Json) -> Account:

@@ -9,8 +9,10 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import orjson
 import pytest
@@ -22,11 +24,15 @@ from sqlalchemy.engine import Engine
 from domain.accounts import Account
 from domain.aggregates import account_id_for
 from domain.markets import demo_markets
+from domain.users import api_key_id_for, user_account_id, user_id_for
+from infra import messages
 from infra.dedupe import ForkedEvent
+from infra.messages import Command
 from infra.mysql import create_engine
 from infra.read_models import (
     CANDLE_INTERVALS,
     accounts,
+    api_keys,
     balances,
     candles,
     fills,
@@ -35,6 +41,7 @@ from infra.read_models import (
     orders,
     projection_offsets,
     trades,
+    users,
 )
 from infra.redis import create_redis
 from infra.redis_keys import RedisKeys
@@ -42,6 +49,7 @@ from infra.settings import Settings
 from projections.base import EventRecord, Position
 from projections.mysql_projection import NAME, MySQLProjection, lag
 from streams.local import LocalCluster
+from tests.events import event_log
 from tests.unit.test_mysql_rows import (
     SCALES,
     batches_of,
@@ -430,3 +438,52 @@ async def test_lag_is_what_each_partition_has_left(
     assert set((await asyncio.to_thread(lag, db, NAME, ends)).values()) == {0}
     with db.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(projection_offsets)) == len(ends)
+
+
+async def test_users_and_api_keys_become_rows_and_replaying_them_changes_nothing(
+    make_projection: MakeProjection, db: Engine
+) -> None:
+    at = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
+    ann, ops = user_id_for("ann@example.com"), user_id_for("ops@example.com")
+
+    def command(kind: str, user: UUID, command_id: str, **fields: Any) -> Command:
+        body = {"user_id": str(user), **fields}
+        return Command(kind, command_id, at, user_account_id(user), body)
+
+    def register(user: UUID, email: str, role: str) -> Command:
+        password_hash = f"$argon2id${email}"
+        fields = {"email": email, "password_hash": password_hash, "role": role}
+        return command(messages.REGISTER_USER, user, f"r-{email}", **fields)
+
+    first_key, second_key = api_key_id_for(ann, "k1"), api_key_id_for(ann, "k2")
+    _, records = event_log(
+        [
+            register(ann, "ann@example.com", "user"),
+            register(ops, "ops@example.com", "operator"),
+            command(messages.CREATE_API_KEY, ann, "k1", permissions=["trade", "read"], label="bot"),
+            command(messages.CREATE_API_KEY, ann, "k2", permissions=["read"], label=""),
+            command(messages.REVOKE_API_KEY, ann, "rv", key_id=first_key),
+        ]
+    )
+    assert len(records) == 7, "two users, two accounts, two keys, one revocation"
+
+    projection = await make_projection()
+    await projection.apply(records)
+    naive = at.replace(tzinfo=None)
+    with db.connect() as connection:
+        assert sorted(tuple(r) for r in rows(connection, users)) == sorted(
+            (str(user), email, f"$argon2id${email}", role, str(user_account_id(user)), naive)
+            for user, email, role in (
+                (ann, "ann@example.com", "user"),
+                (ops, "ops@example.com", "operator"),
+            )
+        )
+        by_key = {r.key_id: r for r in rows(connection, api_keys)}
+        assert set(by_key) == {first_key, second_key}
+        assert (by_key[first_key].permissions, by_key[first_key].label) == ("read,trade", "bot")
+        assert by_key[first_key].revoked_at == naive
+        assert by_key[second_key].revoked_at is None
+        assert {r.owner for r in rows(connection, accounts)} == {str(ann), str(ops)}
+    before = dump(db)
+    await projection.apply(records)
+    assert dump(db) == before
