@@ -1,0 +1,887 @@
+"""Replaying the event log for an audit: every aggregate rebuilt through the domain,
+every event checked as it is applied.
+
+Records are decoded by the same ``EventMapper`` the processors and projections
+use, and applied by the same ``domain.replay.Replayer``. Two sides share the
+work, and nothing else while they replay:
+
+- ``MarketSide`` takes the market-events, then the order-events topic: trade
+  tapes, orders and books, each fill checked against its trade;
+- ``AccountSide`` takes the user-events topic, after the trades: accounts
+  (through ``domain.audit_checks.AccountAudit``: double entry, balances,
+  reservations and settlements checked event by event, each settlement
+  against its trade) and users.
+
+So ``replay`` runs them in two processes: a child takes some of the
+user-events partitions (``share`` balances the work), reads the trades first
+(``TradeTable``) and hands back its accounts, ledger and findings at the end.
+
+Before an event is decoded its identity is checked (``VersionTracker``): a
+byte-identical copy of a version already applied is skipped and counted; a
+copy with other bytes (a fork) or a version after a gap is a violation, and
+after a gap, or an event the domain refuses, the aggregate is replayed no
+further. Event kinds no side replays are skipped and counted: adding one
+means adding its aggregate topic to a side's ``handlers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import multiprocessing
+import os
+import time
+import traceback
+import typing
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from multiprocessing.connection import Connection
+from types import UnionType
+from typing import Any
+from uuid import UUID
+
+import orjson
+from eventsourcing.persistence import StoredEvent
+
+from domain.accounts import Account
+from domain.aggregates import market_id_for
+from domain.audit_checks import (
+    ORDER_STATUS,
+    SIDE_COUNT,
+    TRADE,
+    AccountAudit,
+    ExecutedTrade,
+    Verdict,
+    VersionTracker,
+    check_order,
+    check_trade_side,
+)
+from domain.invariants import check_books
+from domain.ledger import Ledger, Leg
+from domain.markets import Market
+from domain.orders import Order
+from domain.replay import Replayer
+from domain.users import User
+from domain.venue import TradeTape
+from infra.event_records import EVENT_ID, EVENT_TOPIC, EVENT_VERSION
+from infra.serialization import EventMapper, OrjsonTranscoder
+from infra.settings import Settings
+from infra.topics import TopicMap
+from projections.audit_compare import ReadModelDigests, TickerWindows
+from projections.audit_read import EventReader, Position, Record, partition_ends
+from projections.base import DomainEvent
+
+DIGEST_SIZE = 16
+
+# Checks a replay reports itself (``domain.audit_checks`` names the others).
+VERSION_GAP = "version_gap"
+VERSION_FORK = "version_fork"
+REFUSED = "refused"
+UNDECODABLE = "undecodable"
+MISPLACED = "misplaced"
+
+
+@dataclass(frozen=True, slots=True)
+class EventPlace:
+    """An event a violation names: its identity, and where the log holds it if known."""
+
+    aggregate_id: str
+    version: int
+    event: str = ""
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        found: dict[str, object] = {"aggregate_id": self.aggregate_id, "version": self.version}
+        if self.event:
+            found["event"] = self.event
+        if self.topic is not None:
+            found.update(topic=self.topic, partition=self.partition, offset=self.offset)
+        return found
+
+    def __str__(self) -> str:
+        where = f" at {self.topic}[{self.partition}]@{self.offset}" if self.topic else ""
+        return f"{self.event or 'event'} {self.aggregate_id} v{self.version}{where}"
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    check: str
+    message: str
+    events: tuple[EventPlace, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "check": self.check,
+            "message": self.message,
+            "events": [place.to_json() for place in self.events],
+        }
+
+
+def _topic_of(event: DomainEvent) -> str:
+    return str(getattr(type(event), "TOPIC", type(event).__qualname__))
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where a replay stops: events stamped at or before ``until`` (each aggregate's
+    history stops at its first event stamped later), and per partition an end
+    offset (exclusive); partitions not named are read to their end."""
+
+    until: datetime | None = None
+    offsets: Mapping[Position, int] = field(default_factory=dict)
+
+    @property
+    def is_whole_log(self) -> bool:
+        return self.until is None and not self.offsets
+
+
+def parse_offsets(spec: str, topics: TopicMap) -> dict[Position, int]:
+    """``TOPIC:PARTITION=OFFSET[,...]`` (the report's ``positions`` form) to end offsets.
+
+    A topic may be named without the ``BITEX_TOPIC_PREFIX`` prefix.
+    """
+    known = set(topics.event_topics)
+    found: dict[Position, int] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        where, equals, offset = item.rpartition("=")
+        topic, colon, partition = where.rpartition(":")
+        if not (equals and colon and partition.isdigit() and offset.isdigit()):
+            msg = f"--until-offset: {item!r} is not TOPIC:PARTITION=OFFSET"
+            raise ValueError(msg)
+        if topic not in known and topics.prefix + topic in known:
+            topic = topics.prefix + topic
+        if topic not in known:
+            msg = f"--until-offset: {topic!r} is not an event topic ({', '.join(sorted(known))})"
+            raise ValueError(msg)
+        found[topic, int(partition)] = int(offset)
+    return found
+
+
+def uuid_fields(*aggregates: type) -> frozenset[str]:
+    """Names of the fields typed ``UUID`` (or ``UUID | None``) in every event class of the
+    aggregates that has them."""
+    typed: dict[str, bool] = {}
+    for aggregate in aggregates:
+        for event_class in vars(aggregate).values():
+            if not (isinstance(event_class, type) and hasattr(event_class, "TOPIC")):
+                continue
+            if not issubclass(event_class, aggregate.Event):  # type: ignore[attr-defined]
+                continue
+            for name, hint in typing.get_type_hints(event_class).items():
+                options = typing.get_args(hint) if isinstance(hint, UnionType) else (hint,)
+                is_uuid = UUID in options and set(options) <= {UUID, type(None)}
+                typed[name] = typed.get(name, True) and is_uuid
+    return frozenset(name for name, is_uuid in typed.items() if is_uuid and name != "originator_id")
+
+
+class InterningTranscoder(OrjsonTranscoder):
+    """The Mapper's orjson decoding, with the values of UUID fields taken from a cache.
+
+    ``EventMapper`` converts a field only while it is still a string, so it
+    finds these done: the same ``UUID`` objects, parsed once per id rather than
+    once per event (an order's id comes back in every event about it), and the
+    timestamp parsed once per run of events with the same time (as the Mapper
+    parses it). The event classes, topic resolution and every other conversion
+    stay the Mapper's; ``tests/unit/test_audit.py`` checks the events come out
+    equal.
+    """
+
+    LIMIT = 1_000_000
+
+    def __init__(self, fields: frozenset[str]) -> None:
+        self.fields = tuple(sorted(fields))
+        self.ids: dict[str, UUID] = {}
+        self._stamp: tuple[str, datetime] = ("", datetime.min)
+        """The last timestamp parsed: a command's events follow each other with its time."""
+
+    def decode(self, data: bytes) -> Any:
+        state = orjson.loads(data)
+        stamp = state.get("timestamp")
+        if stamp.__class__ is str:
+            last, moment = self._stamp
+            if stamp != last:
+                moment = datetime.fromisoformat(stamp)
+                self._stamp = (stamp, moment)
+            state["timestamp"] = moment
+        ids = self.ids
+        for name in self.fields:
+            value = state.get(name)
+            if value.__class__ is str:
+                known = ids.get(value)
+                if known is None:
+                    if len(ids) >= self.LIMIT:
+                        ids.clear()
+                    known = ids[value] = UUID(value)
+                state[name] = known
+        return state
+
+
+def audit_mapper() -> EventMapper:
+    """The EventMapper, decoding through an ``InterningTranscoder``."""
+    mapper = EventMapper()
+    mapper.transcoder = InterningTranscoder(uuid_fields(Account, Order, TradeTape, User))
+    return mapper
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while replaying.
+
+    The state is millions of long-lived objects with hardly a cycle among them
+    (a few hundred unreachable objects per 100,000 events), so collections
+    would only walk them again and again: a third of the time. Afterwards the
+    survivors are frozen (``gc.freeze``), so later collections skip them too.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+@dataclass
+class Route:
+    """What a side does with the events of one event topic (class)."""
+
+    topic: str
+    kind: str
+    handler: Callable[[DomainEvent, int], None] | None
+
+
+class Side:
+    """Replays the partitions of some topics, checking every event (see the module docstring)."""
+
+    topics: tuple[str, ...] = ()
+
+    def __init__(self, markets: dict[str, Market], until: datetime | None, compare: bool) -> None:
+        self.replayer = Replayer(markets)
+        self.mapper = audit_mapper()
+        self.tracker = VersionTracker(DIGEST_SIZE)
+        self.until = until
+        self.compare = compare
+        self.violations: list[Violation] = []
+        self.counts: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+        self.handlers: dict[str, Callable[[DomainEvent, int], None]] = {}
+        self.others: frozenset[str] = frozenset()
+        """Aggregate topics the other side replays: met here, they are misplaced."""
+        self._routes: dict[bytes, Route] = {}
+        self._ids: dict[bytes, UUID] = {}
+        self._after_cut: set[bytes] = set()
+        self._topic = ""
+        self._partition = 0
+        self.only: bytes | None = None
+        """If set, the id (as its header spells it) of the one aggregate to replay."""
+
+    def feed(self, topic: str, partition: int, records: Iterable[Record]) -> None:
+        """Replay and check one partition's next records, in offset order."""
+        self._topic, self._partition = topic, partition
+        see = self.tracker.see
+        blake2b = hashlib.blake2b
+        routes, ids = self._routes, self._ids
+        to_event = self.mapper.to_domain_event
+        until, after_cut = self.until, self._after_cut
+        only = self.only
+        new = Verdict.NEW
+        applied = 0
+        for offset, value, headers in records:
+            if (  # the processors write these three first, in this order
+                len(headers) > 2
+                and headers[0][0] == EVENT_TOPIC
+                and headers[1][0] == EVENT_ID
+                and headers[2][0] == EVENT_VERSION
+            ):
+                name: bytes | None = headers[0][1]
+                raw_id: bytes | None = headers[1][1]
+                raw_version: bytes | None = headers[2][1]
+            else:
+                fields = dict(headers)
+                name, raw_id, raw_version = (
+                    fields.get(EVENT_TOPIC),
+                    fields.get(EVENT_ID),
+                    fields.get(EVENT_VERSION),
+                )
+            if name is None or raw_id is None or raw_version is None:
+                self.counts["not_events"] += 1
+                continue
+            if only is not None and raw_id != only:
+                continue
+            if until is not None and raw_id in after_cut:
+                self.counts["after_cut"] += 1
+                continue
+            version = int(raw_version)
+            verdict = see(raw_id, version, blake2b(value, digest_size=DIGEST_SIZE).digest())
+            route = routes.get(name) or self._route(name)
+            if verdict is not new:
+                self._identity(verdict, route, raw_id, version, offset)
+                continue
+            handler = route.handler
+            if handler is None:
+                self._skip(route, raw_id, version, offset)
+                continue
+            aggregate_id = ids.get(raw_id) or self._id(raw_id)
+            try:
+                event = to_event(StoredEvent(aggregate_id, version, route.topic, value))
+            except Exception as error:
+                self._halt(raw_id, UNDECODABLE, f"cannot be decoded: {error}", route, offset)
+                continue
+            if until is not None and event.timestamp > until:
+                after_cut.add(raw_id)
+                self.counts["after_cut"] += 1
+                continue
+            try:
+                handler(event, offset)
+            except Exception as error:
+                message = f"the domain refuses it: {type(error).__name__}: {error}"
+                self._halt(raw_id, REFUSED, message, route, offset)
+                continue
+            applied += 1
+        self.counts["events"] += applied
+
+    # -- routing and identity ------------------------------------------------------
+
+    def _route(self, name: bytes) -> Route:
+        topic = name.decode()
+        kind = topic.rpartition(".")[0]
+        route = self._routes[name] = Route(topic, kind, self.handlers.get(kind))
+        return route
+
+    def _id(self, raw_id: bytes) -> UUID:
+        aggregate_id = self._ids[raw_id] = UUID(raw_id.decode())
+        return aggregate_id
+
+    def _place(self, raw_id: bytes, version: int, route: Route, offset: int) -> EventPlace:
+        return EventPlace(
+            raw_id.decode(), version, route.topic, self._topic, self._partition, offset
+        )
+
+    def _identity(
+        self, verdict: Verdict, route: Route, raw_id: bytes, version: int, offset: int
+    ) -> None:
+        if verdict is Verdict.DUPLICATE:
+            self.counts["duplicates"] += 1
+        elif verdict is Verdict.HALTED:
+            self.counts["halted"] += 1
+        elif verdict is Verdict.FORK:
+            self.counts["forks"] += 1
+            place = self._place(raw_id, version, route, offset)
+            message = (
+                f"{raw_id.decode()} v{version} arrived again with other bytes than the "
+                "copy applied (a forged or forked event)"
+            )
+            self.violations.append(Violation(VERSION_FORK, message, (place,)))
+        else:
+            last = self.tracker.last_version(raw_id)
+            message = f"{raw_id.decode()} jumps from v{last} to v{version}"
+            self._halt(raw_id, VERSION_GAP, message, route, offset, version)
+
+    def _skip(self, route: Route, raw_id: bytes, version: int, offset: int) -> None:
+        if route.kind in self.others:
+            message = f"{route.topic} on {self._topic}, which does not carry {route.kind} events"
+            self._halt(raw_id, MISPLACED, message, route, offset, version)
+        else:
+            self.skipped[route.kind] += 1
+
+    def _halt(
+        self,
+        raw_id: bytes,
+        check: str,
+        message: str,
+        route: Route,
+        offset: int,
+        version: int | None = None,
+    ) -> None:
+        if version is None:
+            version = self.tracker.last_version(raw_id)
+        place = self._place(raw_id, version, route, offset)
+        later = "; its later events are not replayed"
+        self.violations.append(Violation(check, f"{route.topic}: {message}{later}", (place,)))
+        self.tracker.halt(raw_id)
+
+    def violation(self, check: str, message: str, event: DomainEvent, offset: int) -> None:
+        place = EventPlace(
+            str(event.originator_id),
+            event.originator_version,
+            _topic_of(event),
+            self._topic,
+            self._partition,
+            offset,
+        )
+        self.violations.append(Violation(check, message, (place,)))
+
+
+def executed(event: TradeTape.TradeExecuted, symbol: str) -> ExecutedTrade:
+    return ExecutedTrade(
+        event.trade_id,
+        symbol,
+        event.price,
+        event.quantity,
+        event.taker_order_id,
+        event.maker_order_id,
+        event.originator_id,
+        event.originator_version,
+    )
+
+
+class AccountSide(Side):
+    """Accounts and users, from the user-events topic.
+
+    ``trades`` are the trades the markets executed (read before): each
+    settlement is checked against its trade as it is applied (None: not checked).
+    """
+
+    def __init__(
+        self,
+        markets: dict[str, Market],
+        until: datetime | None,
+        compare: bool,
+        trades: Mapping[str, ExecutedTrade] | None,
+    ) -> None:
+        super().__init__(markets, until, compare)
+        self.audit = AccountAudit(self.replayer)
+        self.trades = trades
+        self.settled: dict[str, int] = {}
+        """Per trade, its sides settled (a sum of ``SIDE_COUNT``)."""
+        self.digests = ReadModelDigests(markets) if compare else None
+        self.handlers = {Account.TOPIC: self._account, User.TOPIC: self._replay}
+        self.others = frozenset({Order.TOPIC, TradeTape.TOPIC})
+
+    def _account(self, event: DomainEvent, offset: int) -> None:
+        assert isinstance(event, Account.Event)
+        legs, found = self.audit.apply(event)
+        me = event.originator_id
+        for check, message in found:
+            self.violation(check, f"account {me}: {message}", event, offset)
+        if type(event) is Account.TradeSettled and self.trades is not None:
+            trade_id = event.trade_id
+            trade = self.trades.get(trade_id)
+            if trade is None:
+                message = f"account {me} settles trade {trade_id}, which no market executed"
+                self.violation(TRADE, message, event, offset)
+            else:
+                for message in check_trade_side(
+                    trade, event.role, event.order_id, event.price, event.quantity
+                ):
+                    self.violation(TRADE, f"account {me} settles {message}", event, offset)
+            self.settled[trade_id] = self.settled.get(trade_id, 0) + SIDE_COUNT.get(event.role, 0)
+        if self.digests is not None:
+            self.digests.add(event, legs)
+        self.posted(event, legs)
+
+    def posted(self, event: Account.Event, legs: Sequence[Leg]) -> None:
+        """Called with each account event applied and its posting (for statements)."""
+
+    def _replay(self, event: DomainEvent, offset: int) -> None:
+        self.replayer.apply(event)
+
+    def result(self) -> AccountResult:
+        return AccountResult(
+            accounts=self.replayer.accounts,
+            users=self.replayer.users,
+            ledger=self.audit.ledger,
+            violations=self.violations,
+            counts=self.counts,
+            skipped=self.skipped,
+            halted=len(self.tracker.halted),
+            settled=self.settled,
+            digests=self.digests,
+        )
+
+
+@dataclass
+class AccountResult:
+    """What the account side hands back (from its process): picklable."""
+
+    accounts: dict[UUID, Account]
+    users: dict[UUID, User]
+    ledger: Ledger
+    violations: list[Violation]
+    counts: Counter[str]
+    skipped: Counter[str]
+    halted: int
+    settled: dict[str, int]
+    digests: ReadModelDigests | None
+
+
+class TradeTable(Side):
+    """Only the trades of the market-events topic: what a process replaying no
+    markets checks settlements against. Its findings are the market side's to
+    report, so it keeps none."""
+
+    def __init__(self, markets: dict[str, Market], until: datetime | None) -> None:
+        super().__init__(markets, until, compare=False)
+        self.trades: dict[str, ExecutedTrade] = {}
+        self.symbols = {market_id_for(symbol): symbol for symbol in markets}
+        self.handlers = {TradeTape.TOPIC: self._tape}
+
+    def _tape(self, event: DomainEvent, offset: int) -> None:
+        if type(event) is TradeTape.TradeExecuted:
+            symbol = self.symbols.get(event.originator_id) or event.trade_id.rpartition(":")[0]
+            self.trades.setdefault(event.trade_id, executed(event, symbol))
+
+
+class MarketSide(Side):
+    """Trade tapes, orders and books: the market-events topic, then the order-events topic
+    (each fill is checked against its trade as it is applied)."""
+
+    def __init__(self, markets: dict[str, Market], until: datetime | None, compare: bool) -> None:
+        super().__init__(markets, until, compare)
+        self.trades: dict[str, ExecutedTrade] = {}
+        self.filled: dict[str, int] = {}
+        """Per trade, its sides filled (a sum of ``SIDE_COUNT``)."""
+        self.symbols = {market_id_for(symbol): symbol for symbol in markets}
+        self.windows = TickerWindows(markets) if compare else None
+        self.handlers = {Order.TOPIC: self._order, TradeTape.TOPIC: self._tape}
+        self.others = frozenset({Account.TOPIC, User.TOPIC})
+
+    def _order(self, event: DomainEvent, offset: int) -> None:
+        self.replayer.apply(event)
+        if isinstance(event, Order.PartiallyFilled):
+            trade_id, order_id = event.trade_id, event.originator_id
+            trade = self.trades.get(trade_id)
+            if trade is None:
+                message = (
+                    f"order {order_id} is filled by trade {trade_id}, which no market executed"
+                )
+                self.violation(TRADE, message, event, offset)
+            else:
+                for message in check_trade_side(
+                    trade, event.role, order_id, event.price, event.quantity
+                ):
+                    self.violation(TRADE, f"order {order_id} fills {message}", event, offset)
+            self.filled[trade_id] = self.filled.get(trade_id, 0) + SIDE_COUNT.get(event.role, 0)
+
+    def _tape(self, event: DomainEvent, offset: int) -> None:
+        self.replayer.apply(event)
+        if type(event) is not TradeTape.TradeExecuted:
+            return
+        tape_id, version = event.originator_id, event.originator_version
+        symbol = self.symbols.get(tape_id) or event.trade_id.rpartition(":")[0]
+        if event.trade_id != f"{symbol}:{version - 1}":
+            message = f"trade {event.trade_id} is trade {version - 1} of {symbol}'s tape"
+            self.violation(TRADE, message, event, offset)
+        if event.trade_id in self.trades:
+            self.violation(TRADE, f"trade {event.trade_id} executed twice", event, offset)
+            return
+        self.trades[event.trade_id] = executed(event, symbol)
+        if self.windows is not None:
+            self.windows.add(symbol, event)
+
+    def finish(self) -> None:
+        """The checks of the markets' final state: each order's status against its fills
+        and the book, and each book uncrossed (the other side's work may still run)."""
+        for venue in self.replayer.venues.values():
+            book = venue.book.orders
+            for order_id, order in venue.orders.items():
+                problems = check_order(order, book.get(order_id), venue.market)
+                if problems:
+                    place = EventPlace(str(order_id), order.version, Order.TOPIC)
+                    message = f"order {order_id} " + "; ".join(problems)
+                    self.violations.append(Violation(ORDER_STATUS, message, (place,)))
+        for problem in check_books(self.replayer.venues.values()):
+            self.violations.append(Violation("book", f"at the end: {problem}"))
+
+
+@dataclass
+class Replay:
+    """A rebuilt state with what was found on the way."""
+
+    replayer: Replayer
+    ledger: Ledger
+    violations: list[Violation]
+    counts: Counter[str]
+    skipped: Counter[str]
+    halted: int
+    trades: dict[str, ExecutedTrade]
+    filled: dict[str, int]
+    settled: dict[str, int]
+    digests: ReadModelDigests | None
+    windows: TickerWindows | None
+    positions: dict[Position, int]
+    records: int
+    seconds: float
+
+
+def merge(accounts: AccountResult, market: MarketSide, positions: dict[Position, int]) -> Replay:
+    replayer = market.replayer
+    replayer.accounts = accounts.accounts
+    replayer.users = accounts.users
+    violations = accounts.violations + market.violations
+    return Replay(
+        replayer=replayer,
+        ledger=accounts.ledger,
+        violations=violations,
+        counts=accounts.counts + market.counts,
+        skipped=accounts.skipped + market.skipped,
+        halted=accounts.halted + len(market.tracker.halted),
+        trades=market.trades,
+        filled=market.filled,
+        settled=accounts.settled,
+        digests=accounts.digests,
+        windows=market.windows,
+        positions=positions,
+        records=0,
+        seconds=0.0,
+    )
+
+
+# -- reading the log into the sides ----------------------------------------------------
+
+Spans = list[tuple[Position, int, int]]
+"""(topic, partition), start, end: the records to read."""
+
+
+async def plan(settings: Settings, topics: Sequence[str], cut: Cut) -> Spans:
+    """Every partition of ``topics`` from offset 0 to its end, or the cut's end."""
+    ends = await partition_ends(settings, topics)
+    order = {topic: index for index, topic in enumerate(topics)}
+    spans = [
+        (position, 0, min(end, cut.offsets.get(position, end))) for position, end in ends.items()
+    ]
+    return sorted(spans, key=lambda span: (order[span[0][0]], span[0][1]))
+
+
+async def read_into(
+    side: Side, settings: Settings, spans: Spans, tick: Callable[[int], None]
+) -> None:
+    """Feed ``spans`` to ``side``, partition after partition; ``tick`` gets each fetch's size."""
+    async with EventReader(settings) as reader:
+        for (topic, partition), start, end in spans:
+            async for records in reader.batches(topic, partition, start, end):
+                side.feed(topic, partition, records)
+                tick(len(records))
+
+
+def _account_process(
+    connection: Connection,
+    settings: Settings,
+    trade_spans: Spans,
+    spans: Spans,
+    markets: dict[str, Market],
+    until: datetime | None,
+    compare: bool,
+    done: Any,
+) -> None:
+    """The child's work: the trades, then its account side; sends back its result
+    (or the error)."""
+    try:
+        table = TradeTable(markets, until)
+        side = AccountSide(markets, until, compare, table.trades)
+
+        def tick(count: int) -> None:
+            done.value += count
+
+        async def work() -> None:
+            await read_into(table, settings, trade_spans, lambda count: None)
+            await read_into(side, settings, spans, tick)
+
+        with collector_paused():
+            asyncio.run(work())
+        connection.send(("ok", side.result()))
+    except BaseException:
+        connection.send(("error", traceback.format_exc()))
+    finally:
+        connection.close()
+
+
+SHARED_FROM = 100_000
+"""Records from which a second process pays for its start (about half a second)."""
+ACCOUNT_WEIGHT = 2.0
+"""An account event costs about this many times a market event to replay and check."""
+
+
+def share(
+    account_spans: Spans, market_spans: Spans, trade_spans: Spans | None = None
+) -> tuple[Spans, Spans]:
+    """Split the user-events partitions between this process (which also replays the
+    markets) and a child (which reads ``trade_spans`` first), so that both finish
+    at about the same time."""
+    here: Spans = []
+    there: Spans = []
+    load_here = float(sum(end - start for _, start, end in market_spans))
+    load_there = float(sum(end - start for _, start, end in trade_spans or ()))
+    for span in sorted(account_spans, key=lambda span: span[1] - span[2]):
+        weight = ACCOUNT_WEIGHT * (span[2] - span[1])
+        if load_there <= load_here:
+            there.append(span)
+            load_there += weight
+        else:
+            here.append(span)
+            load_here += weight
+    return here, there
+
+
+def merge_accounts(results: Sequence[AccountResult]) -> AccountResult:
+    """The account sides of disjoint partitions as one (accounts live in one partition)."""
+    first, *rest = results
+    for other in rest:
+        first.accounts.update(other.accounts)
+        first.users.update(other.users)
+        for key, units in other.ledger.balances.items():
+            first.ledger.balances[key] += units
+        first.violations += other.violations
+        first.counts += other.counts
+        first.skipped += other.skipped
+        first.halted += other.halted
+        for trade_id, count in other.settled.items():
+            first.settled[trade_id] = first.settled.get(trade_id, 0) + count
+        if first.digests is not None and other.digests is not None:
+            first.digests.merge(other.digests)
+    return first
+
+
+async def replay(
+    settings: Settings,
+    topics: TopicMap,
+    markets: dict[str, Market],
+    cut: Cut,
+    compare: bool,
+    processes: int | None,
+    report: Callable[[int, int], None] | None = None,
+) -> Replay:
+    """Rebuild and check the whole state from the log (see the module docstring).
+
+    With ``processes`` 2 a child process replays some of the user-events
+    partitions (``share``); None chooses: 2 when the machine has two CPUs and
+    the log is long enough to pay for starting a process. ``report`` is called
+    now and then with (records read, records to read).
+    """
+    started = time.perf_counter()
+    account_spans = await plan(settings, [topics.user_events], cut)
+    trade_spans = await plan(settings, [topics.market_events], cut)
+    order_spans = await plan(settings, [topics.order_events], cut)
+    spans = account_spans + trade_spans + order_spans
+    total = sum(end - start for _, start, end in spans)
+    positions = {position: end for position, _, end in spans}
+    market_spans = trade_spans + order_spans
+    if processes is None:
+        enough = total >= SHARED_FROM and (os.cpu_count() or 1) > 1
+        processes = 2 if enough else 1
+    here, there = account_spans, Spans()
+    if processes > 1:
+        here, there = share(account_spans, market_spans, trade_spans)
+    read = [0]
+    child = None
+    if there:
+        child = Child(settings, trade_spans, there, markets, cut.until, compare)
+
+    def tick(count: int) -> None:
+        read[0] += count
+        if report is not None:
+            report(read[0] + (child.done() if child else 0), total)
+
+    with collector_paused():
+        try:
+            if child is not None:
+                child.start()
+            market = MarketSide(markets, cut.until, compare)
+            accounts = AccountSide(markets, cut.until, compare, market.trades)
+            await read_into(market, settings, trade_spans, tick)
+            await read_into(accounts, settings, here, tick)
+            await read_into(market, settings, order_spans, tick)
+            market.finish()
+            results = [accounts.result()]
+            if child is not None:
+                results.append(child.result(lambda: tick(0)))
+        finally:
+            if child is not None:
+                child.stop()
+        replayed = merge(merge_accounts(results), market, positions)
+    replayed.records = total
+    replayed.seconds = time.perf_counter() - started
+    return replayed
+
+
+class Child:
+    """A process replaying some user-events partitions (``_account_process``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        trade_spans: Spans,
+        spans: Spans,
+        markets: dict[str, Market],
+        until: datetime | None,
+        compare: bool,
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._done = context.Value("q", 0, lock=False)
+        self._receiver, sender = context.Pipe(duplex=False)
+        self._sender = sender
+        self._process = context.Process(
+            target=_account_process,
+            args=(sender, settings, trade_spans, spans, markets, until, compare, self._done),
+            name="bitex-replay-accounts",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self._process.start()
+        self._sender.close()
+
+    def done(self) -> int:
+        """Records the child has replayed so far."""
+        return int(self._done.value)
+
+    def result(self, waiting: Callable[[], None]) -> AccountResult:
+        """Wait for the child's account side (calling ``waiting`` now and then)."""
+        while not self._receiver.poll(0.25):
+            waiting()
+            if not self._process.is_alive() and not self._receiver.poll(0):
+                msg = f"the account replay process died (exit code {self._process.exitcode})"
+                raise RuntimeError(msg)
+        status, payload = self._receiver.recv()
+        if status != "ok":
+            msg = f"the account replay process failed:\n{payload}"
+            raise RuntimeError(msg)
+        assert isinstance(payload, AccountResult)
+        return payload
+
+    def stop(self) -> None:
+        if self._process.pid is None:  # never started
+            return
+        self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+
+def replay_logs(
+    markets: dict[str, Market],
+    logs: Mapping[Position, Sequence[Record]],
+    topics: TopicMap,
+    cut: Cut | None = None,
+    compare: bool = False,
+) -> Replay:
+    """The same replay, in one process, over partitions held in memory (tests, benchmarks)."""
+    cut = cut or Cut()
+    started = time.perf_counter()
+    market = MarketSide(markets, cut.until, compare)
+    accounts = AccountSide(markets, cut.until, compare, market.trades)
+    positions: dict[Position, int] = {}
+    total = 0
+    order = (topics.market_events, topics.user_events, topics.order_events)
+    with collector_paused():
+        for (topic, partition), records in sorted(
+            logs.items(), key=lambda item: (order.index(item[0][0]), item[0][1])
+        ):
+            end = cut.offsets.get((topic, partition))
+            taken = [record for record in records if end is None or record[0] < end]
+            side: Side = accounts if topic == topics.user_events else market
+            side.feed(topic, partition, taken)
+            positions[topic, partition] = taken[-1][0] + 1 if taken else 0
+            total += len(taken)
+        market.finish()
+    replayed = merge(accounts.result(), market, positions)
+    replayed.records = total
+    replayed.seconds = time.perf_counter() - started
+    return replayed
