@@ -3,26 +3,34 @@
 It answers only from the read models: MySQL (history: trades, candles,
 orders, fills, ledger, balances) and Redis (hot data: book snapshots,
 tickers, sessions, and the pub/sub channels the WebSocket relays). It never
-reads Kafka. MySQL is synchronous, so every query runs in a worker thread,
-one query per request.
+reads Kafka. MySQL is synchronous, so every query runs in one of a few worker
+threads (``queries.readers.READ_THREADS``), one query per request.
+
+What every client asks again and again is read in batches
+(``queries.readers.Batched``): the Redis GETs of concurrent requests (sessions,
+book snapshots, tickers) go as one MGET, the balances of concurrent requests as
+one query, and no answer comes from a read sent before its request arrived.
+A book's answer at each depth is encoded once per snapshot.
 
 ``bitex serve`` runs it with uvicorn (``create_app`` is the factory).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import orjson
 import redis.asyncio as aioredis
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -32,8 +40,7 @@ from domain.markets import Market, demo_markets
 from domain.orders import TERMINAL_STATUSES, OrderStatus
 from infra.auth import Authenticator, Principal, load_master_key
 from infra.formats import amount_text, moment_text
-from infra.http import EXCEPTION_HANDLERS, ApiError, JSONResponse, bad_request
-from infra.mysql import create_engine
+from infra.http import EXCEPTION_HANDLERS, ApiError, JSONResponse, bad_request, path_with_query
 from infra.read_models import CANDLE_INTERVALS
 from infra.redis import create_redis
 from infra.redis_keys import RedisKeys
@@ -42,8 +49,8 @@ from infra.topics import TopicMap
 from queries import params
 from queries.encoding import decimal_text
 from queries.feed import Feed
-from queries.openapi import document
-from queries.readers import Page, ReadModels
+from queries.openapi import read_document
+from queries.readers import READ_THREADS, Batched, BatchedGets, Item, Page, ReadModels, read_engine
 from queries.ws import Live, serve
 
 MAX_DEPTH = 1000
@@ -53,6 +60,8 @@ STATUSES: dict[str, frozenset[str] | None] = {
     "closed": frozenset(TERMINAL_STATUSES),
     "all": None,
 }
+RENDERED_DEPTHS = 16
+"""Encoded answers kept per book snapshot (one per depth asked)."""
 TICKER_FIELDS = (
     "open",
     "high",
@@ -85,16 +94,55 @@ def market_json(market: Market) -> dict[str, Any]:
     }
 
 
-def path_with_query(request: Request) -> str:
-    """The path and query as the client sent them (and signed them)."""
-    raw = request.scope.get("raw_path") or request.scope["path"].encode()
-    query = request.scope.get("query_string", b"")
-    whole = raw + b"?" + query if query else raw
-    return bytes(whole).decode("utf-8", "replace")
-
-
 def page(items: list[dict[str, Any]], next_cursor: str | None = None) -> Response:
     return JSONResponse({"items": items, "next_cursor": next_cursor})
+
+
+T = TypeVar("T")
+
+
+class Books:
+    """``GET /v1/markets/{symbol}/book`` answers, from the Redis snapshots.
+
+    The snapshot (the best 1000 levels a side) is parsed once per version, and
+    the answer at each depth encoded once per version; until the projection
+    writes a new snapshot, an answer costs a (batched) Redis read and a
+    comparison of bytes.
+    """
+
+    def __init__(self, redis: aioredis.Redis, keys: RedisKeys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._rendered: dict[str, tuple[bytes | None, dict[int, bytes]]] = {}
+
+    async def body(self, symbol: str, depth: int) -> bytes:
+        raw = await self.redis.get(self.keys.book_snapshot(symbol))
+        if isinstance(raw, str):
+            raw = raw.encode()
+        rendered = self._rendered.get(symbol)
+        if rendered is None or not (rendered[0] is raw or rendered[0] == raw):
+            rendered = self._rendered[symbol] = (raw, {})
+        bodies = rendered[1]
+        body = bodies.get(depth)
+        if body is None:
+            if len(bodies) >= RENDERED_DEPTHS:
+                bodies.clear()
+            body = bodies[depth] = self._render(symbol, raw, depth)
+        return body
+
+    @staticmethod
+    def _render(symbol: str, raw: bytes | None, depth: int) -> bytes:
+        if raw is None:
+            return orjson.dumps({"symbol": symbol, "sequence": 0, "bids": [], "asks": []})
+        snapshot = orjson.loads(raw)
+        return orjson.dumps(
+            {
+                "symbol": symbol,
+                "sequence": snapshot["sequence"],
+                "bids": snapshot["bids"][:depth],
+                "asks": snapshot["asks"][:depth],
+            }
+        )
 
 
 class QueryGateway:
@@ -114,29 +162,51 @@ class QueryGateway:
         self.markets_body = orjson.dumps(
             {"items": [market_json(m) for m in markets.values()], "next_cursor": None}
         )
-        self.openapi_body = orjson.dumps(document())
+        self.openapi_body = orjson.dumps(read_document())
         self._engine: Engine | None = None
         self._redis: aioredis.Redis | None = None
         self._live: Live | None = None
         self._read: ReadModels | None = None
+        self._books: Books | None = None
+        self._balances: Batched[str, list[Item]] | None = None
+        self._threads: ThreadPoolExecutor | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        engine = create_engine(self.settings, pool_size=10, max_overflow=10)
-        redis = create_redis(self.settings)
+        engine = read_engine(self.settings)
+        redis = create_redis(self.settings, BatchedGets)
         feed = Feed(self.settings.redis_url)
+        threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="mysql-read")
+        read = ReadModels(engine, self.markets)
+
+        async def balances_of(account_ids: list[str]) -> dict[str, list[Item]]:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(threads, read.balances_of, account_ids)
+
+        balances: Batched[str, list[Item]] = Batched(balances_of)
         try:
             master_key = self.master_key or load_master_key(self.settings)
             await feed.start()
-            self._engine, self._redis = engine, redis
-            self._read = ReadModels(engine, self.markets)
+            self._engine, self._redis, self._threads = engine, redis, threads
+            self._read, self._balances = read, balances
+            self._books = Books(redis, self.keys)
             authenticator = Authenticator(engine, redis, self.keys, master_key)
             self._live = Live(feed, redis, self.keys, self.markets, authenticator)
+            # Everything alive now (modules, the app, pools) lives as long as the
+            # process: keep it out of the garbage collector's full passes, which
+            # otherwise walk it all again and again under load (10-20% of a
+            # request's time here). Undone when the app stops.
+            gc.collect()
+            gc.freeze()
             yield
         finally:
-            self._live = self._read = None
+            gc.unfreeze()
+            self._live = self._read = self._books = self._balances = None
+            await balances.close()
             await feed.close()
             await redis.aclose()
+            self._threads = None
+            threads.shutdown(wait=False, cancel_futures=True)
             engine.dispose()
 
     @property
@@ -153,6 +223,16 @@ class QueryGateway:
     def redis(self) -> aioredis.Redis:
         return self.live.redis
 
+    @property
+    def books(self) -> Books:
+        assert self._books is not None, "the app has not started (run its lifespan)"
+        return self._books
+
+    async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a MySQL read on one of the read threads."""
+        assert self._threads is not None, "the app has not started (run its lifespan)"
+        return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
+
     def market(self, request: Request) -> Market:
         symbol = request.path_params["symbol"]
         market = self.markets.get(symbol)
@@ -167,8 +247,12 @@ class QueryGateway:
         return symbol
 
     async def caller(self, request: Request) -> Principal:
+        headers = request.headers
+        # A request with neither header has no body (RFC 9112 6.3): nothing to wait for.
+        has_body = "content-length" in headers or "transfer-encoding" in headers
+        body = await request.body() if has_body else b""
         principal = await self.live.authenticator.authenticate(
-            request.method, path_with_query(request), await request.body(), request.headers
+            request.method, path_with_query(request), body, headers
         )
         principal.require("read")
         return principal
@@ -176,7 +260,7 @@ class QueryGateway:
     async def _page(
         self, reader: Callable[..., Page], cursor: params.CursorShape, *args: Any
     ) -> Response:
-        items, last = await run_in_threadpool(reader, *args)
+        items, last = await self.in_thread(reader, *args)
         return page(items, None if last is None else cursor.encode(last))
 
     # -- public -------------------------------------------------------------------
@@ -189,18 +273,8 @@ class QueryGateway:
         depth = params.integer(
             request.query_params, "depth", DEFAULT_DEPTH, 1, MAX_DEPTH, "bad_depth"
         )
-        raw = await self.redis.get(self.keys.book_snapshot(market.symbol))
-        if raw is None:
-            return JSONResponse({"symbol": market.symbol, "sequence": 0, "bids": [], "asks": []})
-        snapshot = orjson.loads(raw)
-        return JSONResponse(
-            {
-                "symbol": market.symbol,
-                "sequence": snapshot["sequence"],
-                "bids": snapshot["bids"][:depth],
-                "asks": snapshot["asks"][:depth],
-            }
-        )
+        body = await self.books.body(market.symbol, depth)
+        return Response(body, media_type="application/json")
 
     async def trades(self, request: Request) -> Response:
         market = self.market(request)
@@ -253,7 +327,8 @@ class QueryGateway:
 
     async def balances(self, request: Request) -> Response:
         caller = await self.caller(request)
-        return page(await run_in_threadpool(self.read.balances, caller.account_id))
+        assert self._balances is not None, "the app has not started (run its lifespan)"
+        return page(await self._balances.get(caller.account_id))
 
     async def orders(self, request: Request) -> Response:
         caller = await self.caller(request)
@@ -275,7 +350,7 @@ class QueryGateway:
         order_id = request.path_params["order_id"]
         found = None
         if _is_uuid(order_id):
-            found = await run_in_threadpool(self.read.order, caller.account_id, order_id)
+            found = await self.in_thread(self.read.order, caller.account_id, order_id)
         if found is None:
             raise ApiError(404, "order_not_found", f"no order {order_id!r}")
         return JSONResponse(found)
@@ -318,14 +393,16 @@ class QueryGateway:
         await serve(websocket, self.live)
 
     def routes(self) -> list[Route | WebSocketRoute]:
+        # The router tries routes in order and no two paths overlap: the most
+        # requested come first.
         return [
+            Route("/v1/markets/{symbol}/book", self.book),
+            Route("/v1/balances", self.balances),
+            Route("/v1/markets/{symbol}/ticker", self.ticker),
+            Route("/v1/markets/{symbol}/trades", self.trades),
             Route("/openapi.json", self.openapi),
             Route("/v1/markets", self.list_markets),
-            Route("/v1/markets/{symbol}/book", self.book),
-            Route("/v1/markets/{symbol}/trades", self.trades),
-            Route("/v1/markets/{symbol}/ticker", self.ticker),
             Route("/v1/markets/{symbol}/candles", self.candles),
-            Route("/v1/balances", self.balances),
             Route("/v1/orders", self.orders),
             Route("/v1/orders/{order_id}", self.order),
             Route("/v1/fills", self.fills),
@@ -366,12 +443,7 @@ def create_app(
     namespace of ``BITEX_TOPIC_PREFIX``, the demo markets, and the API-key master
     key of ``load_master_key``.
     """
-    gateway = QueryGateway(
-        settings or Settings.from_env(),
-        keys or RedisKeys.for_prefix(TopicMap.from_env().prefix),
-        demo_markets() if markets is None else markets,
-        master_key,
-    )
+    gateway = query_gateway(settings, keys, markets, master_key=master_key)
     app = Starlette(
         routes=gateway.routes(),
         exception_handlers=EXCEPTION_HANDLERS,
@@ -380,3 +452,18 @@ def create_app(
     )
     app.state.gateway = gateway
     return app
+
+
+def query_gateway(
+    settings: Settings | None = None,
+    keys: RedisKeys | None = None,
+    markets: dict[str, Market] | None = None,
+    *,
+    master_key: bytes | None = None,
+) -> QueryGateway:
+    return QueryGateway(
+        settings or Settings.from_env(),
+        keys or RedisKeys.for_prefix(TopicMap.from_env().prefix),
+        demo_markets() if markets is None else markets,
+        master_key,
+    )

@@ -1,9 +1,21 @@
-"""Reads of the MySQL read models, one query per call, rows out as JSON-ready dicts.
+"""Reads of the MySQL read models, one query per call, rows out as JSON-ready dicts;
+and ``Batched``, which turns concurrent reads of single keys into one read of many.
 
 These are plain synchronous functions on a SQLAlchemy engine: the app runs
-them in a worker thread. Lists are keyset-paginated, newest first: each takes
-the sort key after which to continue (from the cursor) and answers its items
-and, when there are more, the sort key of its last item.
+them in a few worker threads of its own (``READ_THREADS``). Lists are
+keyset-paginated, newest first: each takes the sort key after which to
+continue (from the cursor) and answers its items and, when there are more, the
+sort key of its last item.
+
+Every read is one statement on an autocommit connection (``read_engine``):
+each sees the latest commit, and a connection goes back to the pool without a
+ROLLBACK round trip.
+
+The reads every client repeats all the time go through ``Batched``: the
+balances (``balances_of``: one query for every account asked meanwhile) and,
+with ``BatchedGets``, every Redis GET (sessions, book snapshots, tickers: one
+MGET). A read is never answered by a query sent before it was asked, so
+batching changes no answer: only how many round trips they take.
 
 Amounts are written at fixed scales, as the Redis projection writes them:
 prices at the market's tick size, quantities at the base asset's scale,
@@ -13,23 +25,157 @@ spending, receipts and fees at their own asset's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import redis.asyncio as aioredis
+from redis.typing import KeyT
 from sqlalchemy import ColumnElement, Row, and_, or_, select
 from sqlalchemy.engine import Engine
 
 from domain.markets import Market, assets_of
 from infra.formats import amount_text, moment_text
+from infra.mysql import create_engine
 from infra.read_models import balances, candles, fills, ledger_entries, orders, trades
+from infra.settings import Settings
 from queries.encoding import minute, optional_amount
 from queries.params import Key
 
 Item = dict[str, Any]
 Page = tuple[list[Item], Key | None]
+
+READ_THREADS = 4
+"""Threads that run the reads, and connections pooled for them. Few on purpose: the
+driver (PyMySQL) is pure Python, so more threads only take the GIL from the event
+loop more often, and every request waits longer."""
+
+
+def read_engine(settings: Settings) -> Engine:
+    """An engine for one-statement reads: autocommit, so no transaction is ever open
+    and none is rolled back when a connection returns to the pool. Connections
+    are still pinged when taken from the pool (``infra.mysql``), so one the
+    server dropped is replaced rather than failing a request. The overflow
+    serves the API-key lookups, which run on other threads."""
+    return create_engine(
+        settings,
+        pool_size=READ_THREADS,
+        max_overflow=10,
+        isolation_level="AUTOCOMMIT",
+        skip_autocommit_rollback=True,
+    )
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+MAX_BATCH = 500
+"""Keys one batched read asks for at most; more wait for the next."""
+
+
+class Batched(Generic[K, V]):
+    """Concurrent reads of single keys, made as reads of many keys, one at a time.
+
+    ``get(key)`` queues the key. While no read is in flight, a read starts with
+    every key queued so far; keys queued while it is in flight wait for the
+    next, which starts as soon as it lands. So no answer comes from a read sent
+    before its key was asked, and at low load a key is read at once, alone.
+    Under load there is one read in flight and the next one filling up: N
+    concurrent requests cost about two round trips, not N.
+
+    ``read(keys)`` answers a mapping with every key it was given (distinct keys,
+    at most MAX_BATCH). If it fails, every request of that batch gets its error.
+    A request that gives up (its client left) takes nothing from the others.
+    """
+
+    def __init__(self, read: Callable[[list[K]], Awaitable[Mapping[K, V]]]) -> None:
+        self._read = read
+        self._queued: dict[K, list[asyncio.Future[V]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def get(self, key: K) -> V:
+        waiter: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._queued.setdefault(key, []).append(waiter)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        return await waiter
+
+    async def _run(self) -> None:
+        batch: dict[K, list[asyncio.Future[V]]] = {}
+        try:
+            while self._queued:
+                batch = self._take()
+                try:
+                    found = await self._read(list(batch))
+                    answers = [(waiters, found[key]) for key, waiters in batch.items()]
+                except Exception as error:
+                    for waiters in batch.values():
+                        for waiter in waiters:
+                            if not waiter.done():
+                                waiter.set_exception(error)
+                else:
+                    for waiters, value in answers:
+                        for waiter in waiters:
+                            if not waiter.done():
+                                waiter.set_result(value)
+                batch = {}
+        finally:
+            self._task = None
+            # Only when cancelled (the app stops): nobody will answer these any more.
+            for waiters in (*batch.values(), *self._queued.values()):
+                for waiter in waiters:
+                    waiter.cancel()
+            self._queued.clear()
+
+    def _take(self) -> dict[K, list[asyncio.Future[V]]]:
+        if len(self._queued) <= MAX_BATCH:
+            batch, self._queued = self._queued, {}
+            return batch
+        keys = list(self._queued)[:MAX_BATCH]
+        return {key: self._queued.pop(key) for key in keys}
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class BatchedGets(aioredis.Redis):
+    """A Redis client whose GETs in flight together go to Redis as one MGET.
+
+    The gateway hands this client to everything that reads Redis (the session
+    lookup of ``infra.auth``, the book snapshots, the tickers), so the GETs of
+    every concurrent request share round trips: see ``Batched``. A GET of a key
+    that holds no string answers None, as MGET does (the gateway only reads strings).
+    Every other command is redis-py's own.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gets: Batched[KeyT, bytes | None] = Batched(self._mget)
+
+    async def get(self, name: KeyT) -> bytes | None:
+        return await self._gets.get(name)
+
+    async def _mget(self, names: list[KeyT]) -> dict[KeyT, bytes | None]:
+        values = await self.mget(names)
+        return {
+            name: value.encode() if isinstance(value, str) else value
+            for name, value in zip(names, values, strict=True)
+        }
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await self._gets.close()
+        await super().aclose(close_connection_pool)
+
+
+def _folded(account_id: str) -> str:
+    return account_id.rstrip(" ").casefold()
 
 
 def before(columns: Sequence[ColumnElement[Any]], key: Key) -> ColumnElement[bool]:
@@ -130,24 +276,37 @@ class ReadModels:
 
     def balances(self, account_id: str) -> list[Item]:
         """Every listed asset (zero when the account never held it), then any other."""
+        return self.balances_of([account_id])[account_id]
+
+    def balances_of(self, account_ids: Sequence[str]) -> dict[str, list[Item]]:
+        """``balances`` of several accounts, in one query."""
+        c = balances.c
+        query = select(c.account_id, c.asset, c.available, c.locked).where(
+            c.account_id.in_(account_ids)
+        )
         with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(balances).where(balances.c.account_id == account_id)
-            ).all()
-        found = {row.asset: row for row in rows}
-        items = []
-        for asset in sorted(set(self.scales) | set(found)):
-            scale = self.scales.get(asset)
-            row = found.get(asset)
-            zero = Decimal(0)
-            items.append(
+            rows = connection.execute(query).all()
+        held: dict[str, dict[str, tuple[Decimal, Decimal]]] = {a: {} for a in account_ids}
+        # The column compares as its collation does (case and trailing spaces aside):
+        # a row belongs to every id asked that it matches, as with ``account_id = :id``.
+        asked: dict[str, list[str]] = {}
+        for account_id in held:
+            asked.setdefault(_folded(account_id), []).append(account_id)
+        for account_id, asset, available, locked in rows:
+            for owner in asked.get(_folded(account_id), ()):
+                held[owner][asset] = (available, locked)
+        zero = (Decimal(0), Decimal(0))
+        return {
+            account_id: [
                 {
                     "asset": asset,
-                    "available": amount_text(zero if row is None else row.available, scale),
-                    "locked": amount_text(zero if row is None else row.locked, scale),
+                    "available": amount_text(found.get(asset, zero)[0], self.scales.get(asset)),
+                    "locked": amount_text(found.get(asset, zero)[1], self.scales.get(asset)),
                 }
-            )
-        return items
+                for asset in sorted(set(self.scales) | set(found))
+            ]
+            for account_id, found in held.items()
+        }
 
     def _order(self, row: Row[Any]) -> Item:
         scale = self._scales(row.symbol)

@@ -7,6 +7,7 @@ only reads them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -20,7 +21,7 @@ import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 from starlette.routing import Route, WebSocketRoute
 
@@ -859,3 +860,100 @@ async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
     for ref in {part.split('"')[0] for part in text.split('"$ref":"')[1:]}:
         section, name = ref.removeprefix("#/components/").split("/")
         assert name in components[section], ref
+
+
+# -- concurrent requests ----------------------------------------------------------------------
+
+
+async def test_concurrent_requests_share_reads_yet_each_gets_its_own_fresh_answer(
+    read_db: Settings,
+    db: Engine,
+    redis_client: aioredis.Redis,
+    keys: RedisKeys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Balances, sessions and snapshots of concurrent requests are read in batches
+    (``queries.readers.Batched``): every caller still gets exactly their own answer,
+    as fresh as when they asked, and a failed batch fails only its own requests."""
+    people = [await make_user(db, redis_client, keys, f"p{i}") for i in range(12)]
+    with db.begin() as connection:
+        connection.execute(
+            insert(balances),
+            [
+                {
+                    "account_id": person.account_id,
+                    "asset": "BTC",
+                    "available": Decimal(i),
+                    "locked": Decimal(0),
+                    "updated_at": T0,
+                }
+                for i, person in enumerate(people)
+            ],
+        )
+    snapshot = {"symbol": "BTC-USDT", "sequence": 1, "bids": [["1.00", "1.0000"]], "asks": []}
+    await redis_client.set(keys.book_snapshot("BTC-USDT"), orjson.dumps(snapshot))
+
+    app = create_app(read_db, keys, master_key=MASTER)
+    # The 500s below are answers; the app also raises their errors to the server.
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://bitex") as http,
+    ):
+
+        async def btc(person: User) -> str:
+            response = await http.get("/v1/balances", headers=person.bearer)
+            assert response.status_code == 200, response.text
+            [held] = [i for i in response.json()["items"] if i["asset"] == "BTC"]
+            return str(held["available"])
+
+        gateway = app.state.gateway
+        real = gateway.read.balances_of
+        batches: list[int] = []
+
+        def counted(account_ids: list[str]) -> dict[str, Any]:
+            batches.append(len(account_ids))
+            return real(account_ids)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(gateway.read, "balances_of", counted)
+        found = await asyncio.gather(*[btc(p) for _ in range(5) for p in people])
+        assert found == [f"{i}.00000000" for _ in range(5) for i in range(len(people))]
+        assert len(batches) < 5 * len(people), batches  # reads were shared
+        assert max(batches) <= len(people)  # each account once a batch
+
+        # Fresh: a change is seen by the next request (no answer is kept).
+        with db.begin() as connection:
+            connection.execute(
+                update(balances)
+                .where(balances.c.account_id == people[3].account_id)
+                .values(available=Decimal(77))
+            )
+        assert await btc(people[3]) == "77.00000000"
+        books = await asyncio.gather(*[http.get("/v1/markets/BTC-USDT/book") for _ in range(20)])
+        assert {b.json()["sequence"] for b in books} == {1}
+        await redis_client.set(
+            keys.book_snapshot("BTC-USDT"), orjson.dumps(snapshot | {"sequence": 2})
+        )
+        assert (await http.get("/v1/markets/BTC-USDT/book")).json()["sequence"] == 2
+
+        # A logout takes effect at once, right after a burst of that session's requests.
+        await asyncio.gather(*[btc(people[0]) for _ in range(10)])
+        await redis_client.delete(keys.session(sha256_hex(people[0].token)))
+        gone = await http.get("/v1/balances", headers=people[0].bearer)
+        assert_error(gone, 401, "unauthorized")
+
+        # A batch that fails fails its own requests only.
+        monkeypatch.setattr(gateway.read, "balances_of", _fails)
+        failed = await asyncio.gather(
+            *[http.get("/v1/balances", headers=p.bearer) for p in people[1:]]
+        )
+        assert {response.status_code for response in failed} == {500}
+        monkeypatch.setattr(gateway.read, "balances_of", real)
+        assert await asyncio.gather(*[btc(p) for p in people[1:3]]) == [
+            "1.00000000",
+            "2.00000000",
+        ]
+
+
+def _fails(account_ids: list[str]) -> dict[str, Any]:
+    raise RuntimeError("the database is gone")
