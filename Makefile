@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # (which can also check an external MySQL's credentials), else the system python3.
 PY = $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 
-.PHONY: help venv up down status lint test run bench clean
+.PHONY: help venv up down status lint test run replay bench manifests clean
 
 help:
 	@echo "make run      install what is missing, start the services, print the endpoints"
@@ -20,7 +20,9 @@ help:
 	@echo "make down     stop the local services BitEx started (idempotent)"
 	@echo "make status   show what answers where"
 	@echo "make lint     ruff check, ruff format --check, mypy --strict"
+	@echo "make replay   audit: replay the whole log, check it, compare the read models"
 	@echo "make bench    run every benchmark (make bench-<name> runs one)"
+	@echo "make manifests  validate the Kubernetes manifests, compose file and Dockerfile offline"
 	@echo "make clean    make down, then delete .bitex/ and .venv/"
 
 venv: $(STAMP)
@@ -57,6 +59,9 @@ test: venv up lint
 run: venv up
 	@$(BIN)/bitex run
 
+replay: venv up
+	$(BIN)/bitex replay
+
 bench: venv up
 	@shopt -s nullglob; benches=(bench/bench_*.py); \
 	if [ $${#benches[@]} -eq 0 ]; then echo "no benchmarks yet (bench/bench_*.py)"; exit 0; fi; \
@@ -64,6 +69,10 @@ bench: venv up
 	  name=$$(basename $$b .py); echo "== $$name"; \
 	  $(BIN)/python -m bench.$$name || exit 1; \
 	done
+
+# Offline: no services, no cluster (tests/unit/test_manifests.py; `make test` runs it too).
+manifests: venv
+	$(BIN)/pytest -q tests/unit/test_manifests.py
 
 bench-%: venv up
 	$(BIN)/python -m bench.bench_$*

@@ -38,6 +38,8 @@ from typing import Literal
 import anyio.to_thread
 import orjson
 import redis.asyncio as aioredis
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
@@ -359,3 +361,62 @@ class Authenticator:
             return None
         permissions = frozenset(p.strip() for p in found.permissions.split(",") if p.strip())
         return _KeyRow(key_id, found.user_id, found.account_id, found.role, permissions)
+
+
+# -- passwords and sessions -------------------------------------------------------
+
+SESSION_SECONDS = 24 * 3600
+"""How long a session token lives (``BITEX_SESSION_SECONDS`` overrides)."""
+
+_HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+"""argon2id at OWASP's recommended minimum (19 MiB, 2 passes, 1 lane). A stored
+hash carries its own parameters, so raising them later still verifies old ones."""
+
+_DECOY_HASH = _HASHER.hash(secrets.token_hex(16))
+"""Checked against when the address is unknown, so a failed login takes as long either way."""
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash (deliberately slow: call it off the event loop)."""
+    return _HASHER.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches; with no hash, spend the same time and say no."""
+    try:
+        return _HASHER.verify(password_hash or _DECOY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def session_seconds(env: Mapping[str, str] | None = None) -> int:
+    e = os.environ if env is None else env
+    return int(e.get("BITEX_SESSION_SECONDS", SESSION_SECONDS))
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    token: str
+    expires_in: int
+
+
+async def open_session(
+    redis: aioredis.Redis,
+    keys: RedisKeys,
+    *,
+    user_id: str,
+    account_id: str,
+    role: str,
+    email: str,
+    seconds: int,
+) -> Session:
+    """A new bearer token; only its digest is stored, with the session's expiry as TTL."""
+    token = secrets.token_urlsafe(32)
+    body = {"user_id": user_id, "account_id": account_id, "role": role, "email": email}
+    await redis.set(keys.session(sha256_hex(token)), orjson.dumps(body), ex=seconds)
+    return Session(token, seconds)
+
+
+async def close_session(redis: aioredis.Redis, keys: RedisKeys, token: str) -> bool:
+    """End a session (logout); False if it had ended already."""
+    return bool(await redis.delete(keys.session(sha256_hex(token))))

@@ -1,10 +1,13 @@
-"""The `bitex` command: `services up|down|status`, `endpoints`, `topics`, `worker ROLE`, `run`."""
+"""The `bitex` command: services, endpoints, topics, migrate, worker, serve, operator, lag,
+replay, statement, run."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 
 from infra.settings import Settings
 
@@ -25,7 +28,8 @@ def _endpoints(args: argparse.Namespace, settings: Settings) -> int:
         ("Kafka", settings.kafka_bootstrap),
         ("MySQL", settings.mysql_url_safe),
         ("Redis", settings.redis_url),
-        ("HTTP API", f"{settings.http_url}  (not served yet: the gateways come in later issues)"),
+        ("HTTP API", f"{settings.http_url}  (writes and reads; {settings.http_url}/openapi.json)"),
+        ("WebSocket", f"{settings.http_url.replace('http', 'ws', 1)}/v1/ws"),
     ]
     for name, value in rows:
         print(f"{name:<9} {value}")
@@ -101,14 +105,26 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+SERVED_APPS = {
+    "api": "infra.api:create_api",
+    "commands": "commands.app:create_app",
+    "queries": "queries.app:create_app",
+}
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    """One base URL for both gateways, or one gateway alone (``--only``)."""
+    import os
+
     import uvicorn
 
+    workers = args.workers or int(os.environ.get("BITEX_HTTP_WORKERS", "1"))
     uvicorn.run(
-        "queries.app:create_app",
+        SERVED_APPS[args.only or "api"],
         factory=True,
         host=settings.http_host,
         port=settings.http_port,
+        workers=workers if workers > 1 else None,
         log_level="info",
         access_log=False,
         ws_per_message_deflate=False,
@@ -116,8 +132,55 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+DEMO_OPERATOR = ("operator@bitex.local", "bitex-demo-operator")
+"""The operator ``bitex run`` creates, for local use only."""
+
+
+def _operator(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from commands.app import MIN_PASSWORD, registration
+    from domain.errors import DomainError
+    from domain.users import Role, normal_email
+    from infra.auth import hash_password
+    from infra.command_client import CommandClient
+    from infra.topics import TopicMap
+
+    try:
+        email = normal_email(args.email)
+    except DomainError as error:
+        print(f"bitex operator add: {error.message}", file=sys.stderr)
+        return 2
+    if len(args.password) < MIN_PASSWORD:
+        print(f"bitex operator add: the password needs {MIN_PASSWORD}+ characters", file=sys.stderr)
+        return 2
+    command = registration(email, hash_password(args.password), Role.OPERATOR)
+
+    async def add() -> int:
+        async with CommandClient(settings, TopicMap.from_env()) as client:
+            outcome = await client.execute(command, timeout=args.timeout)
+        if outcome is None:
+            print(
+                f"bitex operator add: no answer within {args.timeout} s; is the account "
+                "processor running? (`make run` starts it)",
+                file=sys.stderr,
+            )
+            return 1
+        if outcome.ok:
+            print(f"operator {email} created (user {command.fields['user_id']})")
+            return 0
+        if outcome.code == "email_taken" and args.exist_ok:
+            print(f"operator {email} exists already")
+            return 0
+        print(f"bitex operator add: {outcome.message} ({outcome.code})", file=sys.stderr)
+        return 1
+
+    return asyncio.run(add())
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     """Everything that exists, in the foreground, until Ctrl-C."""
+    import asyncio
     import signal
     import time
 
@@ -129,6 +192,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     workers = WriteSide(settings, TopicMap.from_env(), settings.state_dir / "logs")
     for role in (*WORKER_ROLES, *READ_ROLES):
         workers.start(role)
+    asyncio.run(workers.wait_ready("accounts"))
+    email, password = DEMO_OPERATOR
+    operator = argparse.Namespace(email=email, password=password, timeout=60.0, exist_ok=True)
+    if _operator(operator, settings) != 0:
+        workers.stop()
+        return 1
     print("\nMarkets:")
     for market in demo_markets().values():
         print(
@@ -138,6 +207,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     print("\nProcesses:")
     for role, child in workers.processes.items():
         print(f"  {role:<11} pid {child.pid}  log {workers.log_path(role)}")
+    print(f"\nDemo operator (may deposit): {email}  password {password}")
     print()
     _endpoints(args, settings)
     print("\nRunning; Ctrl-C stops these processes (make down stops the services).")
@@ -158,6 +228,86 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     finally:
         workers.stop()
+
+
+def _moment(text: str) -> datetime:
+    """An ISO 8601 time (``2026-01-01T12:00:00Z``); without a zone it is UTC."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    """The audit (projections/audit.py): exit 0 only if every check holds."""
+    import asyncio
+
+    from domain.markets import demo_markets
+    from infra.topics import TopicMap
+    from projections.audit import Options, ProgressLine, audit, print_report, write_report
+    from projections.audit_replay import Cut, parse_offsets
+
+    topics = TopicMap.from_env()
+    try:
+        offsets = parse_offsets(args.until_offset or "", topics)
+    except ValueError as error:
+        print(f"bitex replay: {error}", file=sys.stderr)
+        return 2
+    if args.rebuild and (args.until or offsets):
+        print("bitex replay: --rebuild projects the whole log; drop --until", file=sys.stderr)
+        return 2
+    options = Options(
+        cut=Cut(args.until, offsets),
+        compare=not args.no_compare,
+        rebuild=args.rebuild,
+        processes=args.processes,
+    )
+    progress = None if args.quiet else ProgressLine()
+    report = asyncio.run(
+        audit(
+            settings,
+            topics,
+            demo_markets(),
+            options,
+            progress,
+            log=None if args.quiet else sys.stderr,
+        )
+    )
+    if progress is not None:
+        progress.close()
+    print_report(report, sys.stdout)
+    if args.report:
+        write_report(report, args.report)
+        print(f"report: {args.report}")
+    return 0 if report.ok else 1
+
+
+def _statement(args: argparse.Namespace, settings: Settings) -> int:
+    """An account's ledger as CSV (projections/audit_statement.py); exit 0 if it reconciles."""
+    import asyncio
+
+    from domain.markets import demo_markets
+    from infra.topics import TopicMap
+    from projections.audit_statement import statement, write_csv
+
+    markets = demo_markets()
+    found = asyncio.run(
+        statement(settings, TopicMap.from_env(), markets, args.account, args.start, args.end)
+    )
+    if args.output:
+        with args.output.open("w", newline="") as out:
+            write_csv(found, markets, out)
+    else:
+        write_csv(found, markets, sys.stdout)
+    problems = found.mismatches() + [f"[{v.check}] {v.message}" for v in found.violations]
+    held = "" if found.held is None else "; closing equals the account's replayed balances"
+    print(
+        f"statement: {len(found.entries)} entries; opening + entries = closing{held}"
+        if not problems
+        else "statement: does not reconcile",
+        file=sys.stderr,
+    )
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 0 if not problems else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,10 +335,60 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=_worker)
 
     serve = sub.add_parser("serve", help="serve the HTTP API and WebSocket until stopped")
+    serve.add_argument(
+        "--only", choices=["commands", "queries"], help="serve one gateway (default: both)"
+    )
+    serve.add_argument("--workers", type=int, help="processes (default BITEX_HTTP_WORKERS or 1)")
     serve.set_defaults(func=_serve)
+
+    operator = sub.add_parser("operator", help="manage operators (who may deposit)")
+    operator_sub = operator.add_subparsers(dest="operator_action", required=True, metavar="ACTION")
+    add = operator_sub.add_parser("add", help="create an operator (needs the processors running)")
+    add.add_argument("--email", required=True)
+    add.add_argument("--password", required=True)
+    add.add_argument("--exist-ok", action="store_true", help="succeed if the e-mail exists")
+    add.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer")
+    add.set_defaults(func=_operator)
 
     lag = sub.add_parser("lag", help="how far each read model is behind the event topics")
     lag.set_defaults(func=_lag)
+
+    replay = sub.add_parser(
+        "replay",
+        help="audit: rebuild every aggregate from the log, check it, compare the read models",
+    )
+    replay.add_argument(
+        "--until", type=_moment, help="ISO time: the state as of then (events stamped at or before)"
+    )
+    replay.add_argument(
+        "--until-offset",
+        metavar="TOPIC:PARTITION=OFFSET[,...]",
+        help="stop each named partition before OFFSET (a report's positions)",
+    )
+    replay.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report")
+    replay.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="first drop the MySQL and Redis read models and project the log again "
+        "(stop the projections worker first)",
+    )
+    replay.add_argument("--no-compare", action="store_true", help="skip the read models")
+    replay.add_argument(
+        "--processes", type=int, choices=[1, 2], help="default: 2 for long logs on 2+ CPUs"
+    )
+    replay.add_argument("--quiet", action="store_true", help="no progress lines")
+    replay.set_defaults(func=_replay)
+
+    statement = sub.add_parser(
+        "statement", help="an account's ledger as CSV, with opening and closing balances"
+    )
+    statement.add_argument(
+        "--account", required=True, help="account id, or fees, external, clearing:<SYMBOL>"
+    )
+    statement.add_argument("--from", dest="start", type=_moment, help="ISO time (inclusive)")
+    statement.add_argument("--to", dest="end", type=_moment, help="ISO time (exclusive)")
+    statement.add_argument("--output", "-o", type=Path, help="CSV file (default: stdout)")
+    statement.set_defaults(func=_statement)
 
     run = sub.add_parser("run", help="run the processors in the foreground and print endpoints")
     run.set_defaults(func=_run)

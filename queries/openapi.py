@@ -1,53 +1,22 @@
-"""The OpenAPI 3.1 document of the read API, as plain data.
-
-``read_paths()`` is the query gateway's part; the command gateway adds its
-own: ``document(read_paths(), write_paths(), components=...)`` merges path
-objects and extra components into one document, served at ``/openapi.json``.
-"""
+"""The read API's part of the OpenAPI document (``infra.openapi`` joins the parts)."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from infra.openapi import (
+    DECIMAL,
+    NULLABLE_DECIMAL,
+    PRIVATE,
+    TIME,
+    UUID,
+    Json,
+    document,
+    error_response,
+    object_schema,
+    ref,
+    string,
+)
 from infra.read_models import CANDLE_INTERVALS
 
-Json = dict[str, Any]
-
-TITLE = "BitEx API"
-VERSION = "1.0.0"
-
-DESCRIPTION = """\
-Reads, writes and live data of the BitEx exchange.
-
-Amounts are decimal strings at fixed scales: prices at the market's
-`price_scale` (its tick size), quantities at the base asset's scale, notionals
-at the quote's, balances and fees at their asset's. Times are ISO 8601 in UTC
-(`2026-01-01T12:00:00.000000Z`). Every error answers
-`{"error": {"code": "...", "message": "..."}}` with a 4xx status.
-
-Lists answer `{"items": [...], "next_cursor": "..." | null}`, newest first;
-pass `next_cursor` back as `cursor` for the next page (`limit` 1-500, default 100).
-
-Private endpoints take either a bearer session token (`Authorization: Bearer
-<token>`) or a signed API key: headers `BX-KEY` (the key id), `BX-TS`
-(milliseconds since the epoch, within 5 s of the server's clock) and `BX-SIGN`,
-the hex HMAC-SHA256 with the key's secret of `BX-TS + METHOD + path_with_query +
-body`. A signature is accepted once. Reads need the key's `read` permission.
-"""
-
-
-def _ref(name: str) -> Json:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _string(description: str, **extra: Any) -> Json:
-    return {"type": "string", "description": description, **extra}
-
-
-DECIMAL = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "examples": ["0.50000000"]}
-NULLABLE_DECIMAL = {"type": ["string", "null"], "pattern": r"^-?\d+(\.\d+)?$"}
-TIME = {"type": "string", "format": "date-time", "examples": ["2026-01-01T12:00:00.000000Z"]}
-UUID = {"type": "string", "format": "uuid"}
 LEVEL = {
     "type": "array",
     "description": "[price, quantity]",
@@ -57,18 +26,10 @@ LEVEL = {
 }
 
 
-def _object(properties: Json, nullable: tuple[str, ...] = ()) -> Json:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": [name for name in properties if name not in nullable],
-    }
-
-
 def _page_of(item: str) -> Json:
-    return _object(
+    return object_schema(
         {
-            "items": {"type": "array", "items": _ref(item)},
+            "items": {"type": "array", "items": ref(item)},
             "next_cursor": {
                 "type": ["string", "null"],
                 "description": "pass as `cursor` for the next page; null on the last page",
@@ -78,19 +39,9 @@ def _page_of(item: str) -> Json:
 
 
 SCHEMAS: Json = {
-    "Error": _object(
+    "Market": object_schema(
         {
-            "error": _object(
-                {
-                    "code": _string("a stable machine-readable code", examples=["bad_limit"]),
-                    "message": _string("what went wrong, for people"),
-                }
-            )
-        }
-    ),
-    "Market": _object(
-        {
-            "symbol": _string("BASE-QUOTE", examples=["BTC-USDT"]),
+            "symbol": string("BASE-QUOTE", examples=["BTC-USDT"]),
             "base": {"type": "string"},
             "quote": {"type": "string"},
             "price_scale": {"type": "integer", "description": "decimals of prices (the tick's)"},
@@ -105,7 +56,7 @@ SCHEMAS: Json = {
             "taker_fee": DECIMAL,
         }
     ),
-    "Book": _object(
+    "Book": object_schema(
         {
             "symbol": {"type": "string"},
             "sequence": {
@@ -116,7 +67,7 @@ SCHEMAS: Json = {
             "asks": {"type": "array", "items": LEVEL, "description": "best (lowest) first"},
         }
     ),
-    "Trade": _object(
+    "Trade": object_schema(
         {
             "trade_id": {"type": "string"},
             "symbol": {"type": "string"},
@@ -127,7 +78,7 @@ SCHEMAS: Json = {
             "at": TIME,
         }
     ),
-    "Ticker": _object(
+    "Ticker": object_schema(
         {
             "symbol": {"type": "string"},
             "open": NULLABLE_DECIMAL,
@@ -143,7 +94,7 @@ SCHEMAS: Json = {
         },
         nullable=("open", "high", "low", "last", "best_bid", "best_ask", "at"),
     ),
-    "Candle": _object(
+    "Candle": object_schema(
         {
             "open_time": TIME,
             "open": DECIMAL,
@@ -155,8 +106,10 @@ SCHEMAS: Json = {
             "trades": {"type": "integer"},
         }
     ),
-    "Balance": _object({"asset": {"type": "string"}, "available": DECIMAL, "locked": DECIMAL}),
-    "Order": _object(
+    "Balance": object_schema(
+        {"asset": {"type": "string"}, "available": DECIMAL, "locked": DECIMAL}
+    ),
+    "Order": object_schema(
         {
             "order_id": UUID,
             "client_order_id": {"type": ["string", "null"]},
@@ -190,7 +143,7 @@ SCHEMAS: Json = {
         },
         nullable=("client_order_id", "price", "quantity", "quote_quantity", "reason", "remaining"),
     ),
-    "Fill": _object(
+    "Fill": object_schema(
         {
             "trade_id": {"type": "string"},
             "order_id": UUID,
@@ -211,7 +164,7 @@ SCHEMAS: Json = {
             "at": TIME,
         }
     ),
-    "LedgerEntry": _object(
+    "LedgerEntry": object_schema(
         {
             "event_id": UUID,
             "event_version": {"type": "integer"},
@@ -229,57 +182,22 @@ for _name in ("Market", "Trade", "Candle", "Balance", "Order", "Fill", "LedgerEn
     SCHEMAS[f"{_name}Page"] = _page_of(_name)
 
 
-def _error(description: str) -> Json:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": _ref("Error")}},
-    }
-
-
 RESPONSES: Json = {
-    "BadRequest": _error(
+    "BadRequest": error_response(
         "a parameter is invalid (bad_limit, bad_cursor, bad_depth, bad_interval, "
         "bad_status, bad_parameter, unknown_market)"
     ),
     "Unauthorized": {
-        **_error(
+        **error_response(
             "no credentials, or bad ones (unauthorized, unknown_key, bad_signature, "
             "stale_timestamp, replayed_signature)"
         ),
         "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
     },
-    "Forbidden": _error("the API key lacks the read permission (forbidden)"),
-    "UnknownMarket": _error("no such market (unknown_market)"),
-    "NotFound": _error("no such resource (not_found, order_not_found)"),
+    "Forbidden": error_response("the API key lacks the read permission (forbidden)"),
+    "UnknownMarket": error_response("no such market (unknown_market)"),
+    "NotFound": error_response("no such resource (not_found, order_not_found)"),
 }
-
-SECURITY_SCHEMES: Json = {
-    "bearer": {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "a session token from POST /v1/sessions",
-    },
-    "apiKey": {
-        "type": "apiKey",
-        "in": "header",
-        "name": "BX-KEY",
-        "description": "the API key id; the request must also carry BX-TS and BX-SIGN",
-    },
-    "apiKeyTimestamp": {
-        "type": "apiKey",
-        "in": "header",
-        "name": "BX-TS",
-        "description": "milliseconds since the epoch, within 5000 ms of the server's clock",
-    },
-    "apiKeySignature": {
-        "type": "apiKey",
-        "in": "header",
-        "name": "BX-SIGN",
-        "description": "hex HMAC-SHA256(secret, BX-TS + METHOD + path_with_query + body)",
-    },
-}
-
-PRIVATE: list[Json] = [{"bearer": []}, {"apiKey": [], "apiKeyTimestamp": [], "apiKeySignature": []}]
 
 
 def _query(name: str, description: str, schema: Json, required: bool = False) -> Json:
@@ -309,7 +227,7 @@ SYMBOL_FILTER = _query(
 
 
 def _ok(schema: str, description: str) -> Json:
-    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+    return {"description": description, "content": {"application/json": {"schema": ref(schema)}}}
 
 
 def _errors(*names: str) -> Json:
@@ -505,34 +423,13 @@ def read_paths() -> Json:
 
 
 def components() -> Json:
-    return {
-        "schemas": SCHEMAS,
-        "responses": RESPONSES,
-        "securitySchemes": SECURITY_SCHEMES,
-    }
+    return {"schemas": SCHEMAS, "responses": RESPONSES}
 
 
-def document(*path_sets: Json, extra_components: Json | None = None) -> Json:
-    """The whole document from path objects (``read_paths()`` when none are given),
-    merged in order, with the shared components and any ``extra_components``."""
-    paths: Json = {}
-    for path_set in path_sets or (read_paths(),):
-        for path, item in path_set.items():
-            paths.setdefault(path, {}).update(item)
-    merged = components()
-    for section, entries in (extra_components or {}).items():
-        merged = {**merged, section: {**merged.get(section, {}), **entries}}
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": TITLE, "version": VERSION, "description": DESCRIPTION},
-        "servers": [{"url": "/"}],
-        "security": PRIVATE,
-        "tags": [
-            {"name": "market data", "description": "public market data"},
-            {"name": "account", "description": "the caller's own data"},
-            {"name": "live", "description": "the WebSocket"},
-            {"name": "meta"},
-        ],
-        "paths": paths,
-        "components": merged,
-    }
+def read_part() -> Json:
+    return {"paths": read_paths(), "components": components()}
+
+
+def read_document() -> Json:
+    """The query gateway's document, when it is served alone."""
+    return document(read_part())
