@@ -4,9 +4,10 @@
 --   wrk -s bench/api_orders.lua http://127.0.0.1:8000 -- logins.txt login
 --   wrk -c 50 -s bench/api_orders.lua http://127.0.0.1:8000 -- tokens.txt result 50
 --
--- A third argument paces each connection: it waits that many milliseconds
--- before each request, so C connections send about C * 1000 / pause a second
--- (a little less, as each also waits for its answer).
+-- A third argument paces each connection: it waits about that many
+-- milliseconds (jittered, 0.5 to 1.5 times) before each request, so C
+-- connections send about C * 1000 / pause a second (a little less, as each
+-- also waits for its answer).
 --
 -- With "ack" or "result": limit buys far below the market (they rest, never
 -- trade), prices spread over 10,000 ticks, each from the next user's token.
@@ -52,5 +53,6 @@ function request()
 end
 
 function delay()
-  return pause
+  -- jittered around the pause, so the connections do not fire in step
+  return pause * (0.5 + math.random())
 end

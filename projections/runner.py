@@ -10,6 +10,7 @@ ahead of the stores (and a store that is ahead skips what it already has).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ def default_projections(
 
 
 class ProjectionRuntime:
-    """Decodes a batch once and hands it to every projection, in order."""
+    """Decodes a batch once and hands it to every projection at once."""
 
     def __init__(self, projections: Sequence[Projection]) -> None:
         self.projections = list(projections)
@@ -75,8 +76,14 @@ class ProjectionRuntime:
             record = self.decoder.decode(topic, partition, offset, value, headers)
             if record is not None:
                 batch.append(record)
-        for projection in self.projections:
-            await projection.apply(batch)
+        # The stores are independent, and each records what it applied: they apply
+        # the batch side by side (MySQL in its thread while Redis awaits its reply).
+        results = await asyncio.gather(
+            *(projection.apply(batch) for projection in self.projections), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def close(self) -> None:
         for projection in self.projections:
