@@ -101,7 +101,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     else:
         from streams.app import run_worker
 
-        run_worker(args.role)
+        run_worker(args.role, args.instance)
     return 0
 
 
@@ -332,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a processor or the projections until stopped")
     worker.add_argument("role", choices=["accounts", "matching", "projections"])
+    worker.add_argument(
+        "--instance",
+        type=int,
+        default=0,
+        help="this processor's number among its role's workers (its static group membership)",
+    )
     worker.set_defaults(func=_worker)
 
     serve = sub.add_parser("serve", help="serve the HTTP API and WebSocket until stopped")

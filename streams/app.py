@@ -297,9 +297,13 @@ def build_app(role: Role, settings: Settings | None = None, instance: int = 0) -
     return app
 
 
-def run_worker(role_name: str) -> None:
-    """Run one processor role until stopped (``bitex worker accounts|matching``)."""
+def run_worker(role_name: str, instance: int = 0) -> None:
+    """Run one processor role until stopped (``bitex worker accounts|matching``).
+
+    ``instance`` numbers this worker among its role's (a StatefulSet's ordinal):
+    it is the worker's static group membership, so a restart takes its place back.
+    """
     role = ROLES[role_name]
-    app = build_app(role)
+    app = build_app(role, instance=instance)
     worker = faust.Worker(app, loglevel="info")
     worker.execute_from_commandline()

@@ -99,10 +99,9 @@ GATEWAY_SECRET = "BITEX_API_KEY_MASTER"
 INGRESS_NAMESPACE = "ingress-nginx"
 MONITORING_NAMESPACE = "monitoring"
 
-PLANNED_COMMANDS = {"replay"}
-PLANNED_FLAGS = {"worker": "--instance"}
-"""What the manifests run that issue #8 adds to `bitex` alongside them: the audit
-command, and the processors' instance number (their static group membership)."""
+PLANNED_COMMANDS: set[str] = set()
+PLANNED_FLAGS: dict[str, str] = {}
+"""What the manifests may run before `bitex` has it (nothing now)."""
 
 
 def parses(args: list[str]) -> bool:
