@@ -60,6 +60,7 @@ from infra.auth import (
 )
 from infra.command_client import CommandClient
 from infra.formats import amount_text
+from infra.health import Check, health_routes, mysql_check
 from infra.http import (
     EXCEPTION_HANDLERS,
     ApiError,
@@ -176,6 +177,13 @@ class CommandGateway:
             await client.stop()
             await redis.aclose()
             engine.dispose()
+
+    def readiness(self) -> dict[str, Check]:
+        """What this gateway needs to answer (nothing while it is not started)."""
+        s = self._started
+        if s is None:
+            return {}
+        return {"mysql": mysql_check(s.engine), "redis": s.redis.ping, "kafka": s.client.ping}
 
     @property
     def started(self) -> _Started:
@@ -650,7 +658,11 @@ def create_app(
     """The command gateway's ASGI app (defaults from the environment, like the query's)."""
     gateway = command_gateway(settings, topics, keys, markets, master_key=master_key)
     app = Starlette(
-        routes=[*gateway.routes(), Route("/openapi.json", gateway.openapi)],
+        routes=[
+            *gateway.routes(),
+            Route("/openapi.json", gateway.openapi),
+            *health_routes(gateway.readiness),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=gateway.lifespan,
         middleware=[Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)],

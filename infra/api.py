@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from commands.app import MAX_BODY_BYTES, command_gateway
 from commands.openapi import write_part
+from infra.health import Check, health_routes
 from infra.http import EXCEPTION_HANDLERS, BodyLimit
 from infra.openapi import document
 from infra.redis_keys import RedisKeys
@@ -47,9 +48,20 @@ def create_api(settings: Settings | None = None, topics: TopicMap | None = None)
         async with reads.lifespan(app), writes.lifespan(app):
             yield
 
+    def readiness() -> dict[str, Check]:
+        reads_need, writes_need = reads.readiness(), writes.readiness()
+        if not reads_need or not writes_need:
+            return {}
+        return {**reads_need, **writes_need}
+
     read_routes = [r for r in reads.routes() if getattr(r, "path", "") != "/openapi.json"]
     app = Starlette(
-        routes=[Route("/openapi.json", openapi), *writes.routes(), *read_routes],
+        routes=[
+            Route("/openapi.json", openapi),
+            *health_routes(readiness),
+            *writes.routes(),
+            *read_routes,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
         middleware=[Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)],

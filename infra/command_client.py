@@ -58,6 +58,11 @@ class CommandClient:
             if client is not None:
                 await client.stop()
 
+    async def ping(self) -> None:
+        """Ask the brokers for their metadata: raises unless Kafka answers."""
+        assert self._producer is not None, "start() the client first"
+        await self._producer.client.fetch_all_metadata()
+
     async def __aenter__(self) -> CommandClient:
         await self.start()
         return self

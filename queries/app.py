@@ -40,6 +40,7 @@ from domain.markets import Market, demo_markets
 from domain.orders import TERMINAL_STATUSES, OrderStatus
 from infra.auth import Authenticator, Principal, load_master_key
 from infra.formats import amount_text, moment_text
+from infra.health import Check, health_routes, mysql_check
 from infra.http import EXCEPTION_HANDLERS, ApiError, JSONResponse, bad_request, path_with_query
 from infra.read_models import CANDLE_INTERVALS
 from infra.redis import create_redis
@@ -392,6 +393,12 @@ class QueryGateway:
     async def websocket(self, websocket: WebSocket) -> None:
         await serve(websocket, self.live)
 
+    def readiness(self) -> dict[str, Check]:
+        """What this gateway needs to answer (nothing while it is not started)."""
+        if self._engine is None or self._redis is None:
+            return {}
+        return {"mysql": mysql_check(self._engine), "redis": self._redis.ping}
+
     def routes(self) -> list[Route | WebSocketRoute]:
         # The router tries routes in order and no two paths overlap: the most
         # requested come first.
@@ -445,7 +452,7 @@ def create_app(
     """
     gateway = query_gateway(settings, keys, markets, master_key=master_key)
     app = Starlette(
-        routes=gateway.routes(),
+        routes=[*gateway.routes(), *health_routes(gateway.readiness)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=gateway.lifespan,
         max_body_size=64 * 1024,

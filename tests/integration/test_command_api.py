@@ -690,3 +690,11 @@ async def test_operators_are_added_from_the_command_line(exchange: Exchange) -> 
     body = {"account_id": registered["account_id"], "asset": "BTC", "amount": "1", "tx_id": "cli"}
     deposit = await exchange.http.post("/v1/admin/deposits", json=body, headers=operator)
     assert deposit.status_code == 201, deposit.text
+
+
+async def test_the_api_is_alive_and_ready_when_its_services_answer(exchange: Exchange) -> None:
+    alive = await exchange.http.get("/healthz")
+    assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
+    ready = await exchange.http.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"mysql": "ok", "redis": "ok", "kafka": "ok"}

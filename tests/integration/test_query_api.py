@@ -957,3 +957,10 @@ async def test_concurrent_requests_share_reads_yet_each_gets_its_own_fresh_answe
 
 def _fails(account_ids: list[str]) -> dict[str, Any]:
     raise RuntimeError("the database is gone")
+
+
+async def test_the_query_gateway_alone_is_alive_and_ready(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"mysql": "ok", "redis": "ok"}
