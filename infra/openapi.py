@@ -106,9 +106,38 @@ SECURITY_SCHEMES: Json = {
 PRIVATE: list[Json] = [{"bearer": []}, {"apiKey": [], "apiKeyTimestamp": [], "apiKeySignature": []}]
 
 
+def _probe(operation_id: str, summary: str, statuses: dict[str, str]) -> Json:
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "tags": ["meta"],
+            "security": [],
+            "responses": {
+                status: {
+                    "description": description,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+                for status, description in statuses.items()
+            },
+        }
+    }
+
+
+HEALTH_PATHS: Json = {
+    "/healthz": _probe("healthz", "Liveness: the process answers", {"200": "alive"}),
+    "/readyz": _probe(
+        "readyz",
+        "Readiness: every dependency answers (each named in `checks`)",
+        {"200": "ready", "503": "a dependency does not answer"},
+    ),
+}
+"""Every gateway serves these (``infra.health``)."""
+
+
 def document(*parts: Json) -> Json:
     """One document from the gateways' parts: paths and components merged in order."""
-    paths: Json = {}
+    paths: Json = {path: dict(item) for path, item in HEALTH_PATHS.items()}
     merged: Json = {"schemas": {"Error": ERROR}, "securitySchemes": SECURITY_SCHEMES}
     for part in parts:
         for path, item in part["paths"].items():

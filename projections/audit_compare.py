@@ -42,6 +42,7 @@ from infra.formats import naive_utc
 from infra.read_models import balances, fills, ledger_entries, orders
 from infra.redis_keys import RedisKeys
 from projections.mysql_projection import Scales, ledger_reference
+from projections.mysql_projection import fill_row as projected_fill
 from projections.redis_projection import (
     ASKS,
     BIDS,
@@ -166,22 +167,7 @@ class ReadModelDigests:
             known += NO_ROWS * missing
         known += digest
         if type(event) is Account.TradeSettled:
-            row = {
-                "trade_id": event.trade_id,
-                "role": event.role,
-                "account_id": str(me),
-                "order_id": str(event.order_id),
-                "symbol": event.symbol,
-                "side": event.side,
-                "price": event.price,
-                "quantity": event.quantity,
-                "spent_asset": event.spent_asset,
-                "spent": event.spent,
-                "received_asset": event.received_asset,
-                "received": event.received,
-                "fee": event.fee,
-                "at": at,
-            }
+            row = projected_fill(str(me), event, at)
             self.fills[event.trade_id, event.role] = (_digest([fill_row(row)]), me, version)
 
     def merge(self, other: ReadModelDigests) -> None:

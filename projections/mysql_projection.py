@@ -301,6 +301,26 @@ class Candle:
             self.trades += 1
 
 
+def fill_row(account_id: str, event: Account.TradeSettled, at: datetime) -> Row:
+    """The ``fills`` row of one side of one trade."""
+    return {
+        "trade_id": event.trade_id,
+        "role": event.role,
+        "account_id": account_id,
+        "order_id": str(event.order_id),
+        "symbol": event.symbol,
+        "side": event.side,
+        "price": event.price,
+        "quantity": event.quantity,
+        "spent_asset": event.spent_asset,
+        "spent": event.spent,
+        "received_asset": event.received_asset,
+        "received": event.received,
+        "fee": event.fee,
+        "at": at,
+    }
+
+
 def ledger_reference(event: DomainEvent) -> str:
     """What a ledger entry refers to: the deposit's tx, the withdrawal, the trade or the order."""
     if isinstance(event, Account.Deposited):
@@ -521,24 +541,7 @@ class BatchRows:
                     }
                 )
         if isinstance(event, Account.TradeSettled):
-            self.fills.append(
-                {
-                    "trade_id": event.trade_id,
-                    "role": event.role,
-                    "account_id": me,
-                    "order_id": str(event.order_id),
-                    "symbol": event.symbol,
-                    "side": event.side,
-                    "price": event.price,
-                    "quantity": event.quantity,
-                    "spent_asset": event.spent_asset,
-                    "spent": event.spent,
-                    "received_asset": event.received_asset,
-                    "received": event.received,
-                    "fee": event.fee,
-                    "at": at,
-                }
-            )
+            self.fills.append(fill_row(me, event, at))
 
     # -- trades --------------------------------------------------------------------
 

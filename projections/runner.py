@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +120,30 @@ async def measure_lag(
                 Lag(projection.name, topic, partition, applied.get((topic, partition), 0), end)
             )
     return rows
+
+
+async def wait_projected(
+    settings: Settings, topics: TopicMap, timeout: float, poll: float = 0.2
+) -> None:
+    """Until both read models have applied every event partition to its end.
+
+    Raises ``TimeoutError`` naming what still lags after ``timeout`` seconds.
+    """
+    keys = RedisKeys.for_prefix(topics.prefix)
+    projections = default_projections(settings, keys, demo_markets())
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            behind = [row for row in await measure_lag(projections, settings, topics) if row.behind]
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                msg = f"read models still behind after {timeout} s: {behind}"
+                raise TimeoutError(msg)
+            await asyncio.sleep(poll)
+    finally:
+        for projection in projections:
+            await projection.close()
 
 
 def build_app(settings: Settings | None = None) -> faust.App:

@@ -38,7 +38,6 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from domain.markets import demo_markets
 from infra import messages
 from infra.command_client import CommandClient
 from infra.messages import Command
@@ -46,7 +45,7 @@ from infra.redis import create_redis
 from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from infra.topics import TopicMap
-from projections.runner import default_projections, measure_lag
+from projections.runner import wait_projected
 from streams.workers import WORKER_ROLES, WriteSide
 from tests.workload import MARKETS, Workload
 
@@ -359,21 +358,6 @@ async def burst(client: CommandClient, workload: Workload, clients: list[SyncCli
     await asyncio.wait_for(asyncio.gather(*subscribing, *waiters), 60)
 
 
-async def wait_projected(settings: Settings, topics: TopicMap, timeout: float = 30) -> None:
-    projections = default_projections(settings, RedisKeys.for_prefix(topics.prefix), demo_markets())
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            lag = await measure_lag(projections, settings, topics)
-            if all(row.behind == 0 for row in lag):
-                return
-            assert time.monotonic() < deadline, [row for row in lag if row.behind]
-            await asyncio.sleep(0.2)
-    finally:
-        for projection in projections:
-            await projection.close()
-
-
 async def wait_caught_up(
     clients: list[SyncClient],
     readers: list[asyncio.Task[None]],
@@ -496,7 +480,7 @@ async def test_a_websocket_client_in_sync_mid_burst_ends_with_the_rest_book(
             tasks.append(sampling)
             await burst(commands, workload, clients)
             await side.wait_idle()
-            await wait_projected(read_db, topics)
+            await wait_projected(read_db, topics, timeout=30)
 
             expected = {symbol: await rest_book(http, symbol) for symbol in SYMBOLS}
             await wait_caught_up(clients, readers, {s: b["sequence"] for s, b in expected.items()})

@@ -7,7 +7,6 @@ the read models must still equal, exactly, the state rebuilt from the log.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -25,7 +24,7 @@ from infra.redis import create_redis
 from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from infra.topics import TopicMap
-from projections.runner import default_projections, measure_lag
+from projections.runner import wait_projected
 from streams.rebuild import rebuild
 from streams.workers import WORKER_ROLES, WriteSide
 from tests.workload import Workload
@@ -33,21 +32,6 @@ from tests.workload import Workload
 pytestmark = pytest.mark.integration
 
 PROJECTIONS = "projections"
-
-
-async def _wait_projected(settings: Settings, topics: TopicMap, timeout: float = 90) -> None:
-    projections = default_projections(settings, RedisKeys.for_prefix(topics.prefix), demo_markets())
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            lag = await measure_lag(projections, settings, topics)
-            if all(row.behind == 0 for row in lag):
-                return
-            assert time.monotonic() < deadline, [row for row in lag if row.behind]
-            await asyncio.sleep(0.5)
-    finally:
-        for projection in projections:
-            await projection.close()
 
 
 async def test_read_models_equal_the_log_after_the_projections_are_killed(
@@ -82,7 +66,7 @@ async def test_read_models_equal_the_log_after_the_projections_are_killed(
                     await side.wait_ready(PROJECTIONS)
                 await asyncio.wait_for(asyncio.gather(*waiters), 120)
         await side.wait_idle()
-        await _wait_projected(read_db, topics)
+        await wait_projected(read_db, topics, timeout=90)
 
         rebuilt = rebuild(
             demo_markets(),
