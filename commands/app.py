@@ -69,6 +69,7 @@ from infra.http import (
     bad_request,
     path_with_query,
 )
+from infra.metrics import ORDERS, RequestMetrics, metrics_route
 from infra.mysql import create_engine
 from infra.rate_limits import Limits, RateLimiter
 from infra.read_models import users
@@ -443,10 +444,13 @@ class CommandGateway:
         accepted = {"order_id": str(order_id), "client_order_id": client_order_id}
         if response_type is ResponseType.ACK:
             await self.started.client.publish(command)
+            ORDERS.labels("published").inc()
             return _pending(accepted)
         details = await self.execute(command, response_type is not ResponseType.RESULT)
         if details is None:
+            ORDERS.labels("pending").inc()
             return _pending(accepted)
+        ORDERS.labels("rejected" if details.get("status") == "rejected" else "accepted").inc()
         order = self.order_view(details)
         return JSONResponse({**order, "client_order_id": client_order_id}, status_code=201)
 
@@ -662,10 +666,11 @@ def create_app(
             *gateway.routes(),
             Route("/openapi.json", gateway.openapi),
             *health_routes(gateway.readiness),
+            metrics_route(),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=gateway.lifespan,
-        middleware=[Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)],
+        middleware=[Middleware(RequestMetrics), Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)],
     )
     app.state.gateway = gateway
     return app

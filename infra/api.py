@@ -23,6 +23,7 @@ from commands.app import MAX_BODY_BYTES, command_gateway
 from commands.openapi import write_part
 from infra.health import Check, health_routes
 from infra.http import EXCEPTION_HANDLERS, BodyLimit
+from infra.metrics import RequestMetrics, metrics_route
 from infra.openapi import document
 from infra.redis_keys import RedisKeys
 from infra.settings import Settings
@@ -59,12 +60,13 @@ def create_api(settings: Settings | None = None, topics: TopicMap | None = None)
         routes=[
             Route("/openapi.json", openapi),
             *health_routes(readiness),
+            metrics_route(),
             *writes.routes(),
             *read_routes,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
-        middleware=[Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)],
+        middleware=[Middleware(RequestMetrics), Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)],
     )
     app.state.commands, app.state.queries = writes, reads
     return app

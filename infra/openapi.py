@@ -132,7 +132,21 @@ HEALTH_PATHS: Json = {
         {"200": "ready", "503": "a dependency does not answer"},
     ),
 }
-"""Every gateway serves these (``infra.health``)."""
+HEALTH_PATHS["/metrics"] = {
+    "get": {
+        "operationId": "metrics",
+        "summary": "Prometheus metrics: requests by route and status, their latency, orders",
+        "tags": ["meta"],
+        "security": [],
+        "responses": {
+            "200": {
+                "description": "the text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    }
+}
+"""Every gateway serves these (``infra.health``, ``infra.metrics``)."""
 
 
 def document(*parts: Json) -> Json:

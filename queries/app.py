@@ -31,6 +31,7 @@ import orjson
 import redis.asyncio as aioredis
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -42,6 +43,7 @@ from infra.auth import Authenticator, Principal, load_master_key
 from infra.formats import amount_text, moment_text
 from infra.health import Check, health_routes, mysql_check
 from infra.http import EXCEPTION_HANDLERS, ApiError, JSONResponse, bad_request, path_with_query
+from infra.metrics import RequestMetrics, metrics_route
 from infra.read_models import CANDLE_INTERVALS
 from infra.redis import create_redis
 from infra.redis_keys import RedisKeys
@@ -452,7 +454,8 @@ def create_app(
     """
     gateway = query_gateway(settings, keys, markets, master_key=master_key)
     app = Starlette(
-        routes=[*gateway.routes(), *health_routes(gateway.readiness)],
+        routes=[*gateway.routes(), *health_routes(gateway.readiness), metrics_route()],
+        middleware=[Middleware(RequestMetrics)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=gateway.lifespan,
         max_body_size=64 * 1024,

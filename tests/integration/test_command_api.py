@@ -698,3 +698,13 @@ async def test_the_api_is_alive_and_ready_when_its_services_answer(exchange: Exc
     ready = await exchange.http.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"mysql": "ok", "redis": "ok", "kafka": "ok"}
+
+
+async def test_metrics_count_requests_by_route_and_orders_by_outcome(exchange: Exchange) -> None:
+    registered, auth = await exchange.user()
+    await exchange.deposit(registered["email"], "USDT", "100")
+    order = {"symbol": "BTC-USDT", "side": "buy", "type": "limit", "price": "10", "quantity": "1"}
+    assert (await exchange.http.post("/v1/orders", json=order, headers=auth)).status_code == 201
+    exposed = (await exchange.http.get("/metrics")).text
+    assert 'bitex_http_requests_total{method="POST",route="/v1/orders",status="201"}' in exposed
+    assert 'bitex_orders_total{outcome="accepted"}' in exposed
