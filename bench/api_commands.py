@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -64,9 +65,8 @@ Wrk = Callable[[str, float, list[str], int], Awaitable[Any]]
 """``bench_api.wrk``: one wrk run of a script; its result has rate, p50_ms and p99_ms."""
 
 
-def _free_port() -> int:
-    import socket
-
+def free_port() -> int:
+    """A loopback port nobody listens on (for a gateway started by a benchmark)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -81,7 +81,7 @@ async def exchange(
     topics = TopicMap(prefix=f"bench-cmd-{uuid.uuid4().hex[:8]}-")
     database = f"{settings.mysql_database}_bench_{uuid.uuid4().hex[:8]}"
     scratch = create_database(settings, database)
-    port = _free_port()
+    port = free_port()
     env = {
         **GATEWAY_ENV,
         "BITEX_MYSQL_DATABASE": database,

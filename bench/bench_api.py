@@ -59,7 +59,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -78,7 +77,7 @@ import orjson
 import redis.asyncio as aioredis
 from sqlalchemy import insert
 
-from bench.api_commands import measure_commands
+from bench.api_commands import free_port, measure_commands
 from domain.aggregates import account_id_for
 from domain.markets import demo_markets
 from infra import messages
@@ -237,13 +236,6 @@ async def project(projection: Projection, records: Sequence[EventRecord]) -> flo
 
 
 # -- 2. HTTP ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager
