@@ -81,7 +81,7 @@ from bench.api_commands import free_port, measure_commands
 from domain.aggregates import account_id_for
 from domain.markets import demo_markets
 from infra import messages
-from infra.auth import sha256_hex
+from infra.auth import open_session
 from infra.migrate import create_database, drop_database
 from infra.mysql import create_engine
 from infra.read_models import users
@@ -184,29 +184,29 @@ async def add_sessions(
     tokens: list[str] = []
     rows = []
     now = datetime.now(UTC).replace(tzinfo=None)
-    async with redis.pipeline(transaction=False) as pipe:
-        for owner in owners:
-            user_id, account_id = str(uuid.uuid4()), str(account_id_for(owner))
-            token = f"bench-{uuid.uuid4().hex}"
-            rows.append(
-                {
-                    "user_id": user_id,
-                    "email": f"{owner}@bench.example.com",
-                    "password_hash": "not-used",
-                    "role": "user",
-                    "account_id": account_id,
-                    "created_at": now,
-                }
-            )
-            session = {
+    for owner in owners:
+        user_id, account_id = str(uuid.uuid4()), str(account_id_for(owner))
+        email = f"{owner}@bench.example.com"
+        rows.append(
+            {
                 "user_id": user_id,
-                "account_id": account_id,
+                "email": email,
+                "password_hash": "not-used",
                 "role": "user",
-                "email": f"{owner}@bench.example.com",
+                "account_id": account_id,
+                "created_at": now,
             }
-            pipe.set(keys.session(sha256_hex(token)), orjson.dumps(session), ex=3600)
-            tokens.append(token)
-        await pipe.execute()
+        )
+        session = await open_session(
+            redis,
+            keys,
+            user_id=user_id,
+            account_id=account_id,
+            role="user",
+            email=email,
+            seconds=3600,
+        )
+        tokens.append(session.token)
     with engine.begin() as connection:
         connection.execute(insert(users), rows)
     engine.dispose()

@@ -106,7 +106,13 @@ SECURITY_SCHEMES: Json = {
 PRIVATE: list[Json] = [{"bearer": []}, {"apiKey": [], "apiKeyTimestamp": [], "apiKeySignature": []}]
 
 
-def _probe(operation_id: str, summary: str, statuses: dict[str, str]) -> Json:
+def _probe(
+    operation_id: str,
+    summary: str,
+    statuses: dict[str, str],
+    media: tuple[str, Json] = ("application/json", {"type": "object"}),
+) -> Json:
+    media_type, schema = media
     return {
         "get": {
             "operationId": operation_id,
@@ -114,10 +120,7 @@ def _probe(operation_id: str, summary: str, statuses: dict[str, str]) -> Json:
             "tags": ["meta"],
             "security": [],
             "responses": {
-                status: {
-                    "description": description,
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                }
+                status: {"description": description, "content": {media_type: {"schema": schema}}}
                 for status, description in statuses.items()
             },
         }
@@ -131,20 +134,12 @@ HEALTH_PATHS: Json = {
         "Readiness: every dependency answers (each named in `checks`)",
         {"200": "ready", "503": "a dependency does not answer"},
     ),
-}
-HEALTH_PATHS["/metrics"] = {
-    "get": {
-        "operationId": "metrics",
-        "summary": "Prometheus metrics: requests by route and status, their latency, orders",
-        "tags": ["meta"],
-        "security": [],
-        "responses": {
-            "200": {
-                "description": "the text exposition format",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-            }
-        },
-    }
+    "/metrics": _probe(
+        "metrics",
+        "Prometheus metrics: requests by route and status, their latency, orders",
+        {"200": "the text exposition format"},
+        ("text/plain", {"type": "string"}),
+    ),
 }
 """Every gateway serves these (``infra.health``, ``infra.metrics``)."""
 
