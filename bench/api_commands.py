@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,7 +40,7 @@ from infra.redis import create_redis
 from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from infra.topics import TopicMap
-from streams.workers import WORKER_ROLES, WriteSide
+from streams.workers import WORKER_ROLES, WriteSide, free_port
 
 HERE = Path(__file__).resolve().parent
 USERS = 200
@@ -63,14 +62,6 @@ PASSWORD = "bench password"
 Measured = list[tuple[str, float, str]]
 Wrk = Callable[[str, float, list[str], int], Awaitable[Any]]
 """``bench_api.wrk``: one wrk run of a script; its result has rate, p50_ms and p99_ms."""
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (for a gateway started by a benchmark)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @asynccontextmanager

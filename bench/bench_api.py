@@ -77,7 +77,7 @@ import orjson
 import redis.asyncio as aioredis
 from sqlalchemy import insert
 
-from bench.api_commands import free_port, measure_commands
+from bench.api_commands import measure_commands
 from domain.aggregates import account_id_for
 from domain.markets import demo_markets
 from infra import messages
@@ -93,6 +93,7 @@ from projections.mysql_projection import MySQLProjection
 from projections.redis_projection import RedisProjection
 from projections.runner import BATCH_SIZE
 from queries.feed import command
+from streams.workers import free_port
 from tests.events import consumption_order, event_log
 from tests.workload import MARKETS, Workload
 

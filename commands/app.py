@@ -40,7 +40,13 @@ from commands.bodies import Body, parse_object, refusal
 from commands.openapi import write_document
 from domain.aggregates import order_id_for
 from domain.errors import DomainError
-from domain.markets import Market, demo_markets
+from domain.markets import (
+    DECIMAL_FIELDS,
+    MARKET_FIELDS,
+    Market,
+    asset_conflicts,
+    market_from_fields,
+)
 from domain.matching import SelfTradePrevention, Side, TimeInForce
 from domain.money import Asset
 from domain.orders import OrderType, validate_order
@@ -69,6 +75,7 @@ from infra.http import (
     bad_request,
     path_with_query,
 )
+from infra.market_listing import MarketCatalog, listing_command, market_json
 from infra.metrics import ORDERS, RequestMetrics, metrics_route
 from infra.mysql import create_engine
 from infra.rate_limits import Limits, RateLimiter
@@ -78,6 +85,7 @@ from infra.redis import create_redis
 from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from infra.topics import TopicMap
+from infra.tracing import TraceRequests, setup_tracing
 
 MAX_BODY_BYTES = 16 * 1024
 MIN_PASSWORD = 8
@@ -88,6 +96,8 @@ CLIENT_ORDER_ID_CHARS = frozenset(
 
 STATUS_OF_CODE = {
     "email_taken": 409,
+    "market_exists": 409,
+    "asset_scale_conflict": 409,
     "order_not_open": 409,
     "order_changed": 409,
     "amend_in_progress": 409,
@@ -143,10 +153,12 @@ class CommandGateway:
         self.settings = settings
         self.topics = topics
         self.keys = keys
-        self.markets = markets
-        self.assets: dict[str, Asset] = {
-            asset.code: asset for m in markets.values() for asset in (m.base, m.quote)
-        }
+        self.catalog = MarketCatalog(markets)
+        self.markets = self.catalog.markets
+        self.assets: dict[str, Asset] = {}
+        for market in markets.values():
+            self._learn_assets(market)
+        self.catalog.on_new(self._learn_assets)
         self.master_key = master_key
         self.outcome_timeout = _seconds("BITEX_COMMAND_TIMEOUT", 5.0)
         self.read_timeout = _seconds("BITEX_READ_YOUR_WRITES_TIMEOUT", 2.0)
@@ -161,6 +173,7 @@ class CommandGateway:
         read_your_writes = ReadYourWrites(engine, redis, self.keys)
         try:
             master_key = self.master_key or load_master_key(self.settings)
+            await self.catalog.start(engine)
             await client.start()
             self._started = _Started(
                 engine,
@@ -271,14 +284,20 @@ class CommandGateway:
     def answer(self, details: dict[str, Any] | None, pending: dict[str, Any]) -> Response:
         return _pending(pending) if details is None else JSONResponse(self.order_view(details))
 
-    def market(self, symbol: str | None) -> Market:
-        market = self.markets.get(symbol or "")
+    def _learn_assets(self, market: Market) -> None:
+        for asset in (market.base, market.quote):
+            self.assets.setdefault(asset.code, asset)
+
+    async def market(self, symbol: str | None) -> Market:
+        market = await self.catalog.find(symbol or "")
         if market is None:
             raise bad_request("unknown_market", f"unknown market {symbol!r}")
         return market
 
-    def asset_amount(self, body: Body) -> tuple[Asset, str]:
+    async def asset_amount(self, body: Body) -> tuple[Asset, str]:
         code = body.required_text("asset", 12)
+        if code not in self.assets:
+            await self.catalog.refresh()  # its market may be listed since
         asset = self.assets.get(code)
         if asset is None:
             raise bad_request("unknown_asset", f"unknown asset {code!r}")
@@ -398,7 +417,7 @@ class CommandGateway:
     async def place_order(self, request: Request) -> Response:
         principal, raw = await self.caller(request, "trade")
         body = Body(parse_object(raw), ORDER_FIELDS)
-        market = self.market(body.required_text("symbol", 32))
+        market = await self.market(body.required_text("symbol", 32))
         account_id = UUID(principal.account_id)
         client_order_id = _client_order_id(body)
         side = body.choice("side", Side)
@@ -467,7 +486,7 @@ class CommandGateway:
         symbol = request.query_params.get("symbol")
         if symbol is None:
             raise bad_request("missing_parameter", "cancelling all orders needs ?symbol=")
-        market = self.market(symbol)
+        market = await self.market(symbol)
         command = CommandClient.stamp(
             messages.CANCEL_ALL, UUID(principal.account_id), {"symbol": market.symbol}
         )
@@ -493,7 +512,7 @@ class CommandGateway:
             raise AuthError("forbidden", "deposits are made by operators", 403)
         body = Body(parse_object(raw), ("account_id", "email", "asset", "amount", "tx_id"))
         account_id = _deposit_account(body)
-        asset, amount = self.asset_amount(body)
+        asset, amount = await self.asset_amount(body)
         tx_id = body.required_text("tx_id")
         command = CommandClient.stamp(
             messages.DEPOSIT,
@@ -511,10 +530,34 @@ class CommandGateway:
             status_code=201 if status == "credited" else 200,
         )
 
+    async def list_market(self, request: Request) -> Response:
+        """List a market (operators): its rules pass the domain's own ``Market`` first.
+        The same market again answers 200 and changes nothing; other rules under a
+        listed symbol are refused (409)."""
+        principal, raw = await self.caller(request, "trade")
+        if principal.role != Role.OPERATOR:
+            raise AuthError("forbidden", "markets are listed by operators", 403)
+        market = _market(Body(parse_object(raw), MARKET_FIELDS))
+        listed = await self.catalog.find(market.symbol)
+        if listed is not None:
+            if listed != market:
+                msg = f"market {market.symbol} is listed already, with other rules"
+                raise ApiError(409, "market_exists", msg)
+            return JSONResponse(market_json(listed))
+        conflict = asset_conflicts(market, self.assets)
+        if conflict is not None:
+            raise ApiError(409, "asset_scale_conflict", conflict)
+        details = await self.execute(listing_command(market, UUID(principal.account_id)))
+        if details is None:
+            return _pending(market_json(market))
+        self.catalog.learn(market)
+        status = 201 if details["result"] == "listed" else 200
+        return JSONResponse(market_json(market), status_code=status)
+
     async def withdraw(self, request: Request) -> Response:
         principal, raw = await self.caller(request, "withdraw")
         body = Body(parse_object(raw), ("asset", "amount", "withdrawal_id"))
-        asset, amount = self.asset_amount(body)
+        asset, amount = await self.asset_amount(body)
         withdrawal_id = body.text("withdrawal_id", required=False) or uuid4().hex
         command = CommandClient.stamp(
             messages.WITHDRAW,
@@ -545,6 +588,7 @@ class CommandGateway:
             Route("/v1/orders/{order_id}", self.cancel_order, methods=["DELETE"]),
             Route("/v1/orders/{order_id}", self.amend_order, methods=["PATCH"]),
             Route("/v1/admin/deposits", self.deposit, methods=["POST"]),
+            Route("/v1/admin/markets", self.list_market, methods=["POST"]),
             Route("/v1/withdrawals", self.withdraw, methods=["POST"]),
         ]
 
@@ -643,6 +687,22 @@ def _deposit_account(body: Body) -> UUID:
         raise bad_request("invalid_value", f"account_id is not an id: {account!r}") from None
 
 
+def _market(body: Body) -> Market:
+    """The market a listing's body defines, checked by the domain's own rules."""
+    fields: dict[str, object] = {
+        "base": body.required_text("base", 12),
+        "base_scale": body.integer("base_scale", 0, 18),
+        "quote": body.required_text("quote", 12),
+        "quote_scale": body.integer("quote_scale", 0, 18),
+    }
+    for name in DECIMAL_FIELDS:
+        fields[name] = body.decimal(name, required=True, positive=False)
+    try:
+        return market_from_fields(fields)
+    except ValueError as error:
+        raise bad_request("invalid_market", str(error)) from None
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else format(value, "f")
 
@@ -660,6 +720,7 @@ def create_app(
     master_key: bytes | None = None,
 ) -> Starlette:
     """The command gateway's ASGI app (defaults from the environment, like the query's)."""
+    setup_tracing("bitex-commands")
     gateway = command_gateway(settings, topics, keys, markets, master_key=master_key)
     app = Starlette(
         routes=[
@@ -670,7 +731,11 @@ def create_app(
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=gateway.lifespan,
-        middleware=[Middleware(RequestMetrics), Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)],
+        middleware=[
+            Middleware(RequestMetrics),
+            Middleware(TraceRequests),
+            Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES),
+        ],
     )
     app.state.gateway = gateway
     return app
@@ -689,6 +754,6 @@ def command_gateway(
         settings or Settings.from_env(),
         topic_map,
         keys or RedisKeys.for_prefix(topic_map.prefix),
-        demo_markets() if markets is None else markets,
+        {} if markets is None else markets,
         master_key,
     )

@@ -68,7 +68,9 @@ class Body:
         assert value is not None
         return value
 
-    def decimal(self, name: str, *, required: bool = False) -> Decimal | None:
+    def decimal(
+        self, name: str, *, required: bool = False, positive: bool = True
+    ) -> Decimal | None:
         value = self._present(name, required)
         if value is None:
             return None
@@ -81,13 +83,22 @@ class Body:
             number = parse_decimal(value, name)
         except DomainError as error:
             raise bad_request("invalid_amount", error.message) from None
-        if number <= 0:
+        if positive and number <= 0:
             raise bad_request("invalid_amount", f"{name} must be greater than zero")
         return number
 
     def required_decimal(self, name: str) -> Decimal:
         value = self.decimal(name, required=True)
         assert value is not None
+        return value
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        """A required whole number in ``[low, high]`` (a JSON integer, not a string)."""
+        value = self._present(name, True)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad_request("invalid_type", f"{name} must be a whole number")
+        if not low <= value <= high:
+            raise bad_request("invalid_value", f"{name} must be from {low} to {high}")
         return value
 
     def choice(self, name: str, kind: type[E]) -> E:

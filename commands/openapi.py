@@ -148,6 +148,51 @@ SCHEMAS: Json = {
         },
         ("asset", "amount", "tx_id"),
     ),
+    "NewMarket": _optional(
+        {
+            "base": string("the base asset's code (1-12 upper-case letters or digits)"),
+            "base_scale": {"type": "integer", "minimum": 0, "maximum": 18},
+            "quote": string("the quote asset's code"),
+            "quote_scale": {"type": "integer", "minimum": 0, "maximum": 18},
+            "tick_size": DECIMAL,
+            "lot_size": DECIMAL,
+            "min_quantity": DECIMAL,
+            "max_quantity": DECIMAL,
+            "min_notional": DECIMAL,
+            "maker_fee": string('a rate in [0, 1), e.g. "0.001"'),
+            "taker_fee": string("a rate in [0, 1)"),
+        },
+        (
+            "base",
+            "base_scale",
+            "quote",
+            "quote_scale",
+            "tick_size",
+            "lot_size",
+            "min_quantity",
+            "max_quantity",
+            "min_notional",
+            "maker_fee",
+            "taker_fee",
+        ),
+    ),
+    "ListedMarket": object_schema(
+        {
+            "symbol": string("BASE-QUOTE"),
+            "base": {"type": "string"},
+            "quote": {"type": "string"},
+            "price_scale": {"type": "integer"},
+            "base_scale": {"type": "integer"},
+            "quote_scale": {"type": "integer"},
+            "tick_size": DECIMAL,
+            "lot_size": DECIMAL,
+            "min_quantity": DECIMAL,
+            "max_quantity": DECIMAL,
+            "min_notional": DECIMAL,
+            "maker_fee": DECIMAL,
+            "taker_fee": DECIMAL,
+        }
+    ),
     "Withdrawal": _optional(
         {
             "asset": {"type": "string"},
@@ -163,7 +208,7 @@ RESPONSES: Json = {
     "Invalid": error_response(
         "bad input, changing nothing (invalid_json, unknown_field, missing_field, "
         "invalid_type, invalid_value, invalid_amount, invalid_order, unknown_market, "
-        "unknown_asset, insufficient_funds, ...)"
+        "unknown_asset, insufficient_funds, invalid_market, ...)"
     ),
     "Unauthenticated": error_response(
         "no credentials, or bad ones (unauthorized, invalid_credentials, unknown_key, "
@@ -171,7 +216,10 @@ RESPONSES: Json = {
     ),
     "Refused": error_response("not allowed (forbidden, session_required)"),
     "Missing": error_response("no such thing of yours (order_not_found, api_key_not_found)"),
-    "Conflict": error_response("the state does not allow it (email_taken, order_not_open, ...)"),
+    "Conflict": error_response(
+        "the state does not allow it (email_taken, order_not_open, market_exists, "
+        "asset_scale_conflict, ...)"
+    ),
     "TooLarge": error_response("the body is over 16 KiB (body_too_large)"),
     "RateLimited": {
         **error_response("too many requests (rate_limited)"),
@@ -354,6 +402,20 @@ def write_paths() -> Json:
                 },
                 body="Deposit",
                 errors=("Invalid", "Unauthenticated", "Refused", "Missing", "RateLimited"),
+            )
+        },
+        "/v1/admin/markets": {
+            "post": _operation(
+                "listMarket",
+                "List a market (operators only): its asset pair and its rules",
+                "markets",
+                {
+                    "201": ("ListedMarket", "listed"),
+                    "200": ("ListedMarket", "this market was listed before, with these rules"),
+                    "202": PENDING,
+                },
+                body="NewMarket",
+                errors=("Invalid", "Unauthenticated", "Refused", "Conflict", "RateLimited"),
             )
         },
         "/v1/withdrawals": {

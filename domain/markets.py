@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from domain.errors import DomainError, InvalidOrder
-from domain.money import Asset, ceil_div
+from domain.money import Asset, ceil_div, parse_decimal
 
 MAX_STEPS = 10**15
 """The most ticks in a price or lots in a quantity (far beyond any real order)."""
@@ -75,6 +75,9 @@ class Market:
         self.quantity_to_lots(self.max_quantity)
         if self.min_quantity > self.max_quantity:
             msg = f"{self.symbol}: min_quantity exceeds max_quantity"
+            raise ValueError(msg)
+        if self.min_notional < 0:
+            msg = f"{self.symbol}: min_notional must not be negative"
             raise ValueError(msg)
         self.quote.to_units(self.min_notional, "min_notional")
 
@@ -172,8 +175,110 @@ def list_markets(*markets: Market) -> dict[str, Market]:
     return by_symbol
 
 
+MARKET_FIELDS = (
+    "base",
+    "base_scale",
+    "quote",
+    "quote_scale",
+    "tick_size",
+    "lot_size",
+    "min_quantity",
+    "max_quantity",
+    "min_notional",
+    "maker_fee",
+    "taker_fee",
+)
+"""What defines a market, flat: how a listing travels (commands, events, rows, JSON)."""
+
+DECIMAL_FIELDS = MARKET_FIELDS[4:]
+"""The fields of a market that are decimals (the rest: codes and scales)."""
+
+
+def plain(value: Decimal) -> Decimal:
+    """``value`` without trailing zeros and never in exponent form (``"1000"``, ``"0.01"``)."""
+    reduced = value.normalize()
+    exponent = reduced.as_tuple().exponent
+    assert isinstance(exponent, int)
+    return reduced.quantize(Decimal(1)) if exponent > 0 else reduced
+
+
+def market_fields(market: Market) -> dict[str, str | int]:
+    """A market as plain values: codes, scales, and decimals written without
+    trailing zeros, so one market always gives the same bytes."""
+    decimals = {
+        "tick_size": market.tick_size,
+        "lot_size": market.lot_size,
+        "min_quantity": market.min_quantity,
+        "max_quantity": market.max_quantity,
+        "min_notional": market.min_notional,
+        "maker_fee": market.maker_fee.rate,
+        "taker_fee": market.taker_fee.rate,
+    }
+    return {
+        "base": market.base.code,
+        "base_scale": market.base.scale,
+        "quote": market.quote.code,
+        "quote_scale": market.quote.scale,
+        **{name: format(plain(value), "f") for name, value in decimals.items()},
+    }
+
+
+def market_from_fields(fields: Mapping[str, object]) -> Market:
+    """The market ``fields`` define (as ``market_fields`` writes them, or as an operator
+    sends them: decimals as strings); ``ValueError`` names what is wrong."""
+    missing = [name for name in MARKET_FIELDS if fields.get(name) is None]
+    if missing:
+        msg = f"a market needs {', '.join(missing)}"
+        raise ValueError(msg)
+    scales = {}
+    for name in ("base_scale", "quote_scale"):
+        value = fields[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            msg = f"{name} must be an integer, got {value!r}"
+            raise ValueError(msg)
+        scales[name] = value
+    codes = {}
+    for name in ("base", "quote"):
+        value = fields[name]
+        if not isinstance(value, str):
+            msg = f"{name} must be an asset code, got {value!r}"
+            raise ValueError(msg)
+        codes[name] = value
+    try:
+        amounts = {name: plain(parse_decimal(fields[name], name)) for name in DECIMAL_FIELDS}
+    except DomainError as error:
+        raise ValueError(error.message) from None
+    base = Asset(codes["base"], scales["base_scale"])
+    quote = Asset(codes["quote"], scales["quote_scale"])
+    if base.code == quote.code:
+        msg = f"a market trades two assets, not {base.code} against itself"
+        raise ValueError(msg)
+    return Market(
+        base=base,
+        quote=quote,
+        tick_size=amounts["tick_size"],
+        lot_size=amounts["lot_size"],
+        min_quantity=amounts["min_quantity"],
+        max_quantity=amounts["max_quantity"],
+        min_notional=amounts["min_notional"],
+        maker_fee=FeeRate(amounts["maker_fee"]),
+        taker_fee=FeeRate(amounts["taker_fee"]),
+    )
+
+
+def asset_conflicts(market: Market, assets: Mapping[str, Asset]) -> str | None:
+    """Why ``market`` cannot join markets trading ``assets`` (an asset with another
+    scale: balances are kept in minor units), or None."""
+    for asset in (market.base, market.quote):
+        known = assets.get(asset.code)
+        if known is not None and known.scale != asset.scale:
+            return f"{asset.code} is listed with {known.scale} decimals, not {asset.scale}"
+    return None
+
+
 def demo_markets() -> dict[str, Market]:
-    """The markets a fresh local exchange lists (also used by tests and benchmarks)."""
+    """The markets ``bitex run`` lists on a fresh local exchange (and the markets unit
+    tests and benchmarks hold in hand); no production role reads them."""
     btc, eth, usdt = Asset("BTC", 8), Asset("ETH", 8), Asset("USDT", 6)
     maker, taker = FeeRate(Decimal("0.001")), FeeRate(Decimal("0.002"))
     return list_markets(

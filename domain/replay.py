@@ -20,8 +20,11 @@ from domain.venue import Event, TradeTape, Venue
 
 
 class Replayer:
-    def __init__(self, markets: dict[str, Market]) -> None:
-        self.markets = markets
+    """``markets`` are those known before the first event (a replay's listings, read
+    ahead); each ``TradeTape.Listed`` lists its market, and must agree with them."""
+
+    def __init__(self, markets: dict[str, Market] | None = None) -> None:
+        self.markets = {} if markets is None else markets
         self.accounts: dict[UUID, Account] = {}
         self.users: dict[UUID, User] = {}
         self.venues: dict[str, Venue] = {}
@@ -31,6 +34,7 @@ class Replayer:
 
     def adopt(self, venue: Venue) -> None:
         """Take over a venue restored from a snapshot, and go on from there."""
+        self.markets[venue.market.symbol] = venue.market
         self.venues[venue.market.symbol] = venue
         self._tapes[venue.tape.id] = venue.tape
         self._orders.update(venue.orders)
@@ -60,7 +64,11 @@ class Replayer:
     def _apply_tape(self, event: TradeTape.Event) -> None:
         if isinstance(event, TradeTape.Listed):
             tape = _created(event, TradeTape)
-            self.venues[tape.symbol] = Venue(self.markets[tape.symbol], tape)
+            known = self.markets.setdefault(tape.symbol, tape.market)
+            if known != tape.market:
+                msg = f"{tape.symbol} is listed as {tape.market}, known as {known}"
+                raise InvariantViolation(msg)
+            self.venues[tape.symbol] = Venue(tape.market, tape)
             self._tapes[tape.id] = tape
         else:
             event.mutate(self._tapes[event.originator_id])

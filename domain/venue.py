@@ -9,25 +9,41 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import CanMutateAggregate
 
 from domain.aggregates import ExchangeAggregate, StampedCreated, market_id_for
 from domain.errors import InvalidOrder, UnknownOrder
-from domain.markets import Market
+from domain.markets import DECIMAL_FIELDS, Market, market_fields, market_from_fields
 from domain.matching import Execution, OrderBook, Outcome, Side
 from domain.orders import Order, OrderRequest
 
 
 class TradeTape(ExchangeAggregate):
-    """The market's sequence of trades (the article's market events)."""
+    """The market's sequence of trades (the article's market events).
+
+    It begins with the market's listing: ``Listed`` carries every rule of the
+    market, so the log alone says which markets exist and how they trade.
+    """
 
     TOPIC = "bitex.market"
 
     class Listed(ExchangeAggregate.Event, StampedCreated):
         TOPIC = "bitex.market.Listed"
         symbol: str
+        base: str
+        base_scale: int
+        quote: str
+        quote_scale: int
+        tick_size: Decimal
+        lot_size: Decimal
+        min_quantity: Decimal
+        max_quantity: Decimal
+        min_notional: Decimal
+        maker_fee: Decimal
+        taker_fee: Decimal
 
     class TradeExecuted(ExchangeAggregate.Event):
         TOPIC = "bitex.market.TradeExecuted"
@@ -41,13 +57,60 @@ class TradeTape(ExchangeAggregate):
         def apply(self, tape: TradeTape) -> None:
             tape.last_price = self.price
 
-    def __init__(self, symbol: str) -> None:
+    def __init__(
+        self,
+        symbol: str,
+        base: str,
+        base_scale: int,
+        quote: str,
+        quote_scale: int,
+        tick_size: Decimal,
+        lot_size: Decimal,
+        min_quantity: Decimal,
+        max_quantity: Decimal,
+        min_notional: Decimal,
+        maker_fee: Decimal,
+        taker_fee: Decimal,
+    ) -> None:
+        self.market = market_from_fields(
+            {
+                "base": base,
+                "base_scale": base_scale,
+                "quote": quote,
+                "quote_scale": quote_scale,
+                "tick_size": tick_size,
+                "lot_size": lot_size,
+                "min_quantity": min_quantity,
+                "max_quantity": max_quantity,
+                "min_notional": min_notional,
+                "maker_fee": maker_fee,
+                "taker_fee": taker_fee,
+            }
+        )
+        if self.market.symbol != symbol:
+            msg = f"a listing of {symbol} defines {self.market.symbol}"
+            raise ValueError(msg)
         self.symbol = symbol
         self.last_price: Decimal | None = None
 
     @classmethod
-    def open(cls, symbol: str, at: datetime) -> TradeTape:
-        return cls._create(cls.Listed, id=market_id_for(symbol), symbol=symbol, timestamp=at)
+    def open(cls, market: Market, at: datetime) -> TradeTape:
+        """List ``market``: its tape's id is derived from its symbol."""
+        return cls._create(
+            cls.Listed,
+            id=market_id_for(market.symbol),
+            symbol=market.symbol,
+            timestamp=at,
+            **cls.listing(market),
+        )
+
+    @staticmethod
+    def listing(market: Market) -> dict[str, Any]:
+        """The fields of ``Listed`` that define ``market`` (decimals without trailing zeros)."""
+        spec: dict[str, Any] = dict(market_fields(market))
+        for name in DECIMAL_FIELDS:
+            spec[name] = Decimal(str(spec[name]))
+        return spec
 
     def next_trade_id(self) -> str:
         return f"{self.symbol}:{self.version}"
@@ -68,7 +131,7 @@ class Venue:
 
     @classmethod
     def open(cls, market: Market, at: datetime) -> Venue:
-        venue = cls(market, TradeTape.open(market.symbol, at))
+        venue = cls(market, TradeTape.open(market, at))
         venue._collect(venue.tape)
         return venue
 

@@ -28,12 +28,14 @@ from infra.openapi import document
 from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from infra.topics import TopicMap
+from infra.tracing import TraceRequests, setup_tracing
 from queries.app import query_gateway
 from queries.openapi import read_part
 
 
 def create_api(settings: Settings | None = None, topics: TopicMap | None = None) -> Starlette:
     """Both gateways on one app (the factory ``bitex serve`` runs)."""
+    setup_tracing("bitex-api")
     settings = settings or Settings.from_env()
     topics = topics or TopicMap.from_env()
     keys = RedisKeys.for_prefix(topics.prefix)
@@ -66,7 +68,11 @@ def create_api(settings: Settings | None = None, topics: TopicMap | None = None)
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
-        middleware=[Middleware(RequestMetrics), Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)],
+        middleware=[
+            Middleware(RequestMetrics),
+            Middleware(TraceRequests),
+            Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES),
+        ],
     )
     app.state.commands, app.state.queries = writes, reads
     return app

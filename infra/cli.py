@@ -24,6 +24,8 @@ def _services(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _endpoints(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.worker_http import LOCAL_PORTS, metrics_port
+
     rows = [
         ("Kafka", settings.kafka_bootstrap),
         ("MySQL", settings.mysql_url_safe),
@@ -31,8 +33,12 @@ def _endpoints(args: argparse.Namespace, settings: Settings) -> int:
         ("HTTP API", f"{settings.http_url}  (writes and reads; {settings.http_url}/openapi.json)"),
         ("WebSocket", f"{settings.http_url.replace('http', 'ws', 1)}/v1/ws"),
     ]
+    for role in LOCAL_PORTS:
+        port = metrics_port(role)
+        if port is not None:
+            rows.append((role, f"http://{settings.http_host}:{port}/metrics  (/healthz, /readyz)"))
     for name, value in rows:
-        print(f"{name:<9} {value}")
+        print(f"{name:<11} {value}")
     return 0
 
 
@@ -65,7 +71,6 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 def _lag(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from domain.markets import demo_markets
     from infra.redis_keys import RedisKeys
     from infra.topics import TopicMap
     from projections.runner import default_projections, measure_lag
@@ -73,7 +78,7 @@ def _lag(args: argparse.Namespace, settings: Settings) -> int:
     async def report() -> int:
         topics = TopicMap.from_env()
         keys = RedisKeys.for_prefix(topics.prefix)
-        projections = default_projections(settings, keys, demo_markets())
+        projections = default_projections(settings, keys, {})
         try:
             rows = await measure_lag(projections, settings, topics)
         finally:
@@ -93,7 +98,12 @@ def _lag(args: argparse.Namespace, settings: Settings) -> int:
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     # The CLI is the composition root: it may start what lives above infra.
-    _topics(args, settings)
+    import asyncio
+
+    from infra.kafka_admin import ensure_topics
+    from infra.topics import TopicMap
+
+    asyncio.run(ensure_topics(TopicMap.from_env().specs(), settings))  # its log is JSON only
     if args.role == "projections":
         from projections.runner import run_worker as run_projections
 
@@ -118,6 +128,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     import uvicorn
 
+    from infra.logs import log_level, logging_config
+
     workers = args.workers or int(os.environ.get("BITEX_HTTP_WORKERS", "1"))
     uvicorn.run(
         SERVED_APPS[args.only or "api"],
@@ -125,7 +137,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         host=settings.http_host,
         port=settings.http_port,
         workers=workers if workers > 1 else None,
-        log_level="info",
+        log_config=logging_config(),
+        log_level=log_level().lower(),
         access_log=False,
         ws_per_message_deflate=False,
     )
@@ -184,22 +197,23 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import time
 
-    from domain.markets import demo_markets
     from infra.topics import TopicMap
     from streams.workers import READ_ROLES, WORKER_ROLES, WriteSide
 
     _topics(args, settings)
-    workers = WriteSide(settings, TopicMap.from_env(), settings.state_dir / "logs")
+    workers = WriteSide(
+        settings, TopicMap.from_env(), settings.state_dir / "logs", local_metrics_ports=True
+    )
     for role in (*WORKER_ROLES, *READ_ROLES):
         workers.start(role)
-    asyncio.run(workers.wait_ready("accounts"))
+    asyncio.run(workers.wait_ready("accounts"))  # lists the demo markets, by command
     email, password = DEMO_OPERATOR
     operator = argparse.Namespace(email=email, password=password, timeout=60.0, exist_ok=True)
     if _operator(operator, settings) != 0:
         workers.stop()
         return 1
-    print("\nMarkets:")
-    for market in demo_markets().values():
+    print("\nMarkets (listed through POST /v1/admin/markets's command path):")
+    for market in workers.markets.values():
         print(
             f"  {market.symbol:<9} tick {market.tick_size}  lot {market.lot_size}  "
             f"fees maker {market.maker_fee.rate} / taker {market.taker_fee.rate}"
@@ -207,7 +221,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     print("\nProcesses:")
     for role, child in workers.processes.items():
         print(f"  {role:<11} pid {child.pid}  log {workers.log_path(role)}")
-    print(f"\nDemo operator (may deposit): {email}  password {password}")
+    print(f"\nDemo operator (may deposit, list markets): {email}  password {password}")
     print()
     _endpoints(args, settings)
     print("\nRunning; Ctrl-C stops these processes (make down stops the services).")
@@ -240,10 +254,10 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     """The audit (projections/audit.py): exit 0 only if every check holds."""
     import asyncio
 
-    from domain.markets import demo_markets
     from infra.topics import TopicMap
     from projections.audit import Options, ProgressLine, audit, print_report, write_report
     from projections.audit_replay import Cut, parse_offsets
+    from projections.listings import read_listings
 
     topics = TopicMap.from_env()
     try:
@@ -261,11 +275,12 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         processes=args.processes,
     )
     progress = None if args.quiet else ProgressLine()
+    markets = asyncio.run(read_listings(settings, topics))  # the log says which markets exist
     report = asyncio.run(
         audit(
             settings,
             topics,
-            demo_markets(),
+            markets,
             options,
             progress,
             log=None if args.quiet else sys.stderr,
@@ -284,14 +299,13 @@ def _statement(args: argparse.Namespace, settings: Settings) -> int:
     """An account's ledger as CSV (projections/audit_statement.py); exit 0 if it reconciles."""
     import asyncio
 
-    from domain.markets import demo_markets
     from infra.topics import TopicMap
     from projections.audit_statement import statement, write_csv
+    from projections.listings import read_listings
 
-    markets = demo_markets()
-    found = asyncio.run(
-        statement(settings, TopicMap.from_env(), markets, args.account, args.start, args.end)
-    )
+    topics = TopicMap.from_env()
+    markets = asyncio.run(read_listings(settings, topics))  # the log says which markets exist
+    found = asyncio.run(statement(settings, topics, markets, args.account, args.start, args.end))
     if args.output:
         with args.output.open("w", newline="") as out:
             write_csv(found, markets, out)
@@ -347,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="processes (default BITEX_HTTP_WORKERS or 1)")
     serve.set_defaults(func=_serve)
 
-    operator = sub.add_parser("operator", help="manage operators (who may deposit)")
+    operator = sub.add_parser(
+        "operator", help="manage operators (who may deposit and list markets)"
+    )
     operator_sub = operator.add_subparsers(dest="operator_action", required=True, metavar="ACTION")
     add = operator_sub.add_parser("add", help="create an operator (needs the processors running)")
     add.add_argument("--email", required=True)
@@ -401,10 +417,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NEEDS_SERVICES = frozenset({_worker, _serve, _run, _operator})
+"""Commands that start a role: they say which service is missing before anything else."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace, Settings], int] = args.func
-    return func(args, Settings.from_env())
+    settings = Settings.from_env()
+    if func in NEEDS_SERVICES:
+        from infra.health import ServicesUnavailable, check_services
+
+        try:
+            check_services(settings)
+        except ServicesUnavailable as missing:
+            print(missing, file=sys.stderr)
+            return 2
+    return func(args, settings)
 
 
 if __name__ == "__main__":

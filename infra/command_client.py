@@ -1,7 +1,8 @@
 """The gateways' way to the write side: stamp a command, publish it, await its outcome.
 
-Commands go to the account inbox partition of their account; processors
-answer on the outcomes topic, which every client reads from its end.
+Commands go to the account inbox partition of their account, carrying the
+current trace context in their headers; processors answer on the outcomes
+topic, which every client reads from its end.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from infra.messages import Command, Outcome
 from infra.settings import Settings
 from infra.topics import TopicMap
+from infra.tracing import trace_headers
 
 
 class CommandClient:
@@ -92,12 +94,14 @@ class CommandClient:
             command.encode(),
             key=str(command.account_id).encode(),
             partition=partition,
+            headers=trace_headers(),
         )
 
     async def send_many(self, commands: list[Command]) -> None:
         """Publish a batch, in order per account, waiting once for all of it."""
         assert self._producer is not None, "start() the client first"
         futures = []
+        headers = trace_headers()
         for command in commands:
             futures.append(
                 await self._producer.send(
@@ -105,6 +109,7 @@ class CommandClient:
                     command.encode(),
                     key=str(command.account_id).encode(),
                     partition=self.topics.account_partition(command.account_id),
+                    headers=headers,
                 )
             )
         await asyncio.gather(*futures)

@@ -1,7 +1,9 @@
 """Fail fast, and say what to do, when Kafka, MySQL or Redis does not answer.
 
-Gateways, processors and the test suite call ``check_services`` at startup;
-the gateways also serve ``/healthz`` and ``/readyz`` (``health_routes``).
+``bitex worker``, ``serve``, ``run`` and ``operator``, and the test suite, call
+``check_services`` at startup. Every role also serves ``/healthz`` and ``/readyz``
+(``health_routes``): the gateways among their routes, the Faust workers on
+``infra.worker_http``.
 """
 
 from __future__ import annotations

@@ -25,10 +25,13 @@ SET_FEE_RATES = "set_fee_rates"
 REGISTER_USER = "register_user"
 CREATE_API_KEY = "create_api_key"
 REVOKE_API_KEY = "revoke_api_key"
+LIST_MARKET = "list_market"
+"""An operator lists a market (fields: ``domain.markets.market_fields``); the account
+processor forwards it to the market's matching processor, which lists it."""
 
 COMMAND_KINDS = frozenset(
     {OPEN_ACCOUNT, DEPOSIT, WITHDRAW, PLACE_ORDER, CANCEL_ORDER, CANCEL_ALL, AMEND_ORDER}
-    | {SET_FEE_RATES, REGISTER_USER, CREATE_API_KEY, REVOKE_API_KEY}
+    | {SET_FEE_RATES, REGISTER_USER, CREATE_API_KEY, REVOKE_API_KEY, LIST_MARKET}
 )
 
 

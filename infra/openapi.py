@@ -164,6 +164,7 @@ def document(*parts: Json) -> Json:
             {"name": "users", "description": "registration, sessions and API keys"},
             {"name": "trading", "description": "placing, cancelling and amending orders"},
             {"name": "funds", "description": "deposits and withdrawals"},
+            {"name": "markets", "description": "listing markets (operators)"},
             {"name": "live", "description": "the WebSocket"},
             {"name": "meta"},
         ],

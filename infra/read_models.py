@@ -138,6 +138,25 @@ fills = Table(
     Index("ix_fills_order", "order_id"),
 )
 
+markets = Table(
+    "markets",
+    metadata,
+    Column("symbol", String(32), primary_key=True),
+    Column("base", String(12), nullable=False),
+    Column("base_scale", Integer, nullable=False),
+    Column("quote", String(12), nullable=False),
+    Column("quote_scale", Integer, nullable=False),
+    Column("tick_size", Amount, nullable=False),
+    Column("lot_size", Amount, nullable=False),
+    Column("min_quantity", Amount, nullable=False),
+    Column("max_quantity", Amount, nullable=False),
+    Column("min_notional", Amount, nullable=False),
+    Column("maker_fee", Amount, nullable=False),
+    Column("taker_fee", Amount, nullable=False),
+    Column("listed_at", Moment, nullable=False),
+    comment="One row per TradeTape.Listed: the markets the log lists, and their rules.",
+)
+
 trades = Table(
     "trades",
     metadata,

@@ -6,6 +6,8 @@ Built from all three event families (``infra.read_models`` has the tables):
 - ``users``: one row per ``User.Registered`` (with the argon2 hash the command
   gateway checks logins against); ``api_keys``: one row per
   ``User.ApiKeyCreated``, ``revoked_at`` set by ``User.ApiKeyRevoked``;
+- ``markets``: one row per ``TradeTape.Listed``, the market's rules (the
+  gateways' list of markets);
 - ``accounts``: one row per ``Account.Opened``;
 - ``balances``: available and locked per (account, asset). Every account event
   that moves money changes them by the legs ``domain.ledger.postings`` gives
@@ -63,7 +65,7 @@ from sqlalchemy.exc import DBAPIError
 from domain.accounts import Account
 from domain.aggregates import market_id_for
 from domain.ledger import AVAILABLE, LOCKED, postings
-from domain.markets import Market, assets_of
+from domain.markets import MARKET_FIELDS, Market, assets_of
 from domain.orders import ORDER_EVENTS, Order, OrderStatus
 from domain.users import USER_EVENTS, User
 from domain.venue import TradeTape
@@ -82,9 +84,11 @@ from infra.read_models import (
     trades,
     users,
 )
+from infra.read_models import markets as market_table
 from infra.redis import publish_all
 from infra.redis_keys import RedisKeys
 from projections.base import EXACT, Applied, DomainEvent, EventRecord, Position, versions_of
+from projections.listings import MarketListings, markets_needed
 
 log = logging.getLogger(__name__)
 
@@ -401,6 +405,7 @@ class BatchRows:
     users: list[Row] = field(default_factory=list)
     api_keys: list[Row] = field(default_factory=list)
     revoked_keys: dict[str, datetime] = field(default_factory=dict)
+    listed: list[Row] = field(default_factory=list)
 
     # -- rows in -------------------------------------------------------------------
 
@@ -450,6 +455,14 @@ class BatchRows:
             )
         elif isinstance(event, USER_EVENTS):
             self._user(record.aggregate_id, event)
+        elif isinstance(event, TradeTape.Listed):
+            self.listed.append(
+                {
+                    "symbol": event.symbol,
+                    **{name: getattr(event, name) for name in MARKET_FIELDS},
+                    "listed_at": naive_utc(event.timestamp),
+                }
+            )
         else:
             self._money(record, event)
 
@@ -753,21 +766,37 @@ class MySQLProjection:
         redis: aioredis.Redis | None,
         keys: RedisKeys,
         markets: Mapping[str, Market],
+        listings: MarketListings | None = None,
     ) -> None:
         self.engine = engine
         self.redis = redis
         self.keys = keys
-        self.markets = dict(markets)
-        self.scales = Scales.of(markets)
-        self.symbols = {market_id_for(symbol): symbol for symbol in markets}
+        self.markets: dict[str, Market] = {}
+        self.scales = Scales.of({})
+        self.symbols: dict[UUID, str] = {}
+        for market in markets.values():
+            self.list_market(market)
+        self.listings = listings
+        self._listings_read = 0
         self.applied = Applied()
         self._started = False
+
+    def list_market(self, market: Market) -> None:
+        """Know ``market`` from now on (from its listing, or read from the log)."""
+        self.markets[market.symbol] = market
+        self.scales.markets[market.symbol] = market
+        for asset in (market.base, market.quote):
+            self.scales.assets.setdefault(asset.code, asset.scale)
+        self.symbols[market_id_for(market.symbol)] = market.symbol
 
     # -- Projection --------------------------------------------------------------
 
     async def start(self) -> None:
         """Load what the store has applied (aggregate versions are read as needed)."""
         self.applied = Applied(positions=await self.positions())
+        if self.listings is not None:
+            for market in (await self.listings.markets()).values():
+                self.list_market(market)
         self._started = True
 
     async def positions(self) -> dict[Position, int]:
@@ -783,6 +812,11 @@ class MySQLProjection:
                 fresh, moved = await self.applied.select(batch, self._lookup_versions)
                 if not moved:
                     return
+                needed, self._listings_read = await markets_needed(
+                    self.markets, fresh, self.listings, self._listings_read
+                )
+                for market in needed:
+                    self.list_market(market)
                 expected = {position: self.applied.positions.get(position, 0) for position in moved}
                 rows = await asyncio.to_thread(self._transact, fresh, moved, expected)
             except PositionsMoved as stale:
@@ -876,6 +910,7 @@ class MySQLProjection:
             connection.execute(
                 update(api_keys).where(api_keys.c.key_id == key_id).values(revoked_at=at)
             )
+        _append(connection, market_table, rows.listed)
         _append(connection, accounts, rows.accounts)
         _upsert(connection, balances, rows.balance_rows())
         _upsert(connection, orders, rows.order_rows())

@@ -59,6 +59,7 @@ from domain.venue import TradeTape
 from infra.redis import publish_all
 from infra.redis_keys import RedisKeys
 from projections.base import EXACT, Applied, DomainEvent, EventRecord, Position, versions_of
+from projections.listings import MarketListings, markets_needed, named_symbols
 
 log = logging.getLogger(__name__)
 
@@ -555,21 +556,38 @@ class RedisProjection:
     name = NAME
 
     def __init__(
-        self, redis: aioredis.Redis, keys: RedisKeys, markets: Mapping[str, Market]
+        self,
+        redis: aioredis.Redis,
+        keys: RedisKeys,
+        markets: Mapping[str, Market],
+        listings: MarketListings | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
-        self.markets = dict(markets)
-        self.formats = market_formats(markets)
-        self.tapes = {market_id_for(symbol): symbol for symbol in markets}
+        self.markets: dict[str, Market] = {}
+        self.formats: dict[str, MarketFormat] = {}
+        self.tapes: dict[UUID, str] = {}
+        for market in markets.values():
+            self.list_market(market)
+        self.listings = listings
+        self._listings_read = 0
         self.applied = Applied()
         self.sequences: dict[str, int] = {}
         self._loaded = False
 
     # -- Projection ----------------------------------------------------------
 
+    def list_market(self, market: Market) -> None:
+        """Know ``market`` from now on (from its listing, or read from the log)."""
+        self.markets[market.symbol] = market
+        self.formats[market.symbol] = MarketFormat.of(market)
+        self.tapes[market_id_for(market.symbol)] = market.symbol
+
     async def start(self) -> None:
         """Load the offsets applied and each book's sequence (this is the only writer)."""
+        if self.listings is not None:
+            for market in (await self.listings.markets()).values():
+                self.list_market(market)
         positions = await self.positions()
         sequences = await self._load_sequences()
         self.applied = Applied(positions=positions)
@@ -593,6 +611,15 @@ class RedisProjection:
             fresh, moved = await self.applied.select(batch, self._lookup_versions)
             if not moved:
                 return
+            needed, self._listings_read = await markets_needed(
+                self.markets, fresh, self.listings, self._listings_read
+            )
+            for market in needed:
+                self.list_market(market)
+            unknown = named_symbols(fresh) - set(self.markets)
+            if unknown:
+                msg = f"no listing of {sorted(unknown)} on the log: cannot write their books"
+                raise BookInconsistent(msg)
             plan = await self._plan(fresh)
             await self._write(plan, moved, versions_of(fresh))
         except BaseException:

@@ -19,17 +19,24 @@ from typing import Any
 
 import faust
 from faust.streams import Stream
+from opentelemetry.trace import use_span
 
-from domain.markets import Market, demo_markets
+from domain.markets import Market
 from infra.event_records import message_headers
 from infra.faust_app import faust_app
+from infra.health import Check, mysql_check
 from infra.kafka_io import end_offsets
+from infra.logs import json_logs, log_level, logging_config
+from infra.metrics import CONSUMER_LAG, EVENTS_PROJECTED, PROJECTION_LAG
 from infra.mysql import create_engine
 from infra.redis import create_redis
 from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from infra.topics import TopicMap
+from infra.tracing import finished_span, setup_tracing, traceparent_of
+from infra.worker_http import WorkerHttp, metrics_port, serve_alongside
 from projections.base import Decoder, EventRecord, Projection
+from projections.listings import MarketListings
 from projections.mysql_projection import MySQLProjection
 from projections.redis_projection import RedisProjection
 
@@ -46,12 +53,16 @@ def event_topics(topics: TopicMap) -> tuple[str, str, str]:
 
 
 def default_projections(
-    settings: Settings, keys: RedisKeys, markets: dict[str, Market]
+    settings: Settings,
+    keys: RedisKeys,
+    markets: dict[str, Market],
+    listings: MarketListings | None = None,
 ) -> list[Projection]:
+    """Both read models; they know ``markets`` and whatever ``listings`` read from the log."""
     redis = create_redis(settings)
     return [
-        MySQLProjection(create_engine(settings), redis, keys, markets),
-        RedisProjection(redis, keys, markets),
+        MySQLProjection(create_engine(settings), redis, keys, markets, listings),
+        RedisProjection(redis, keys, markets, listings),
     ]
 
 
@@ -72,11 +83,16 @@ class ProjectionRuntime:
     async def process(self, records: Sequence[tuple[str, int, int, bytes, Any]]) -> None:
         """``records`` are (topic, partition, offset, value, headers) in consumption order."""
         await self.start()
+        started_ns = time.time_ns()
         batch: list[EventRecord] = []
+        traces: dict[bytes, list[EventRecord]] = {}
         for topic, partition, offset, value, headers in records:
             record = self.decoder.decode(topic, partition, offset, value, headers)
             if record is not None:
                 batch.append(record)
+                traceparent = traceparent_of(headers)
+                if traceparent is not None:
+                    traces.setdefault(traceparent, []).append(record)
         # The stores are independent, and each records what it applied: they apply
         # the batch side by side (MySQL in its thread while Redis awaits its reply).
         results = await asyncio.gather(
@@ -85,6 +101,32 @@ class ProjectionRuntime:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        self._measure(batch)
+        for traceparent, traced in traces.items():
+            self._trace(traceparent, traced, started_ns)
+
+    def _measure(self, batch: Sequence[EventRecord]) -> None:
+        by_topic: dict[str, int] = {}
+        for record in batch:
+            by_topic[record.topic] = by_topic.get(record.topic, 0) + 1
+        for topic, count in by_topic.items():
+            EVENTS_PROJECTED.labels(topic).inc(count)
+
+    def _trace(self, traceparent: bytes, records: Sequence[EventRecord], started_ns: int) -> None:
+        """A span, and a log line, for the events of one trace in the batch just applied."""
+        span = finished_span(
+            "projections apply", traceparent, started_ns, {"bitex.events": len(records)}
+        )
+        if span.get_span_context().trace_flags.sampled:
+            with use_span(span):
+                log.info(
+                    "projected",
+                    extra={
+                        "events": len(records),
+                        "aggregates": sorted({str(record.aggregate_id) for record in records}),
+                        "read_models": [projection.name for projection in self.projections],
+                    },
+                )
 
     async def close(self) -> None:
         for projection in self.projections:
@@ -130,7 +172,7 @@ async def wait_projected(
     Raises ``TimeoutError`` naming what still lags after ``timeout`` seconds.
     """
     keys = RedisKeys.for_prefix(topics.prefix)
-    projections = default_projections(settings, keys, demo_markets())
+    projections = default_projections(settings, keys, {})  # only their offsets are read
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -150,8 +192,12 @@ def build_app(settings: Settings | None = None) -> faust.App:
     settings = settings or Settings.from_env()
     topics = TopicMap.from_env()
     keys = RedisKeys.for_prefix(topics.prefix)
-    runtime = ProjectionRuntime(default_projections(settings, keys, demo_markets()))
+    listings = MarketListings(settings, topics)  # the markets come from the log
+    runtime = ProjectionRuntime(default_projections(settings, keys, {}, listings))
     app = faust_app(f"{topics.prefix}bitex-projections", settings, BATCH_SIZE)
+    port = metrics_port("projections")
+    if port is not None:
+        serve_alongside(app, _probes_and_metrics(runtime, settings, topics, port))
     channel = app.topic(*event_topics(topics), value_serializer="raw", key_serializer="raw")
 
     @app.agent(channel, name="bitex-projections")
@@ -174,7 +220,38 @@ def build_app(settings: Settings | None = None) -> faust.App:
     return app
 
 
+def _probes_and_metrics(
+    runtime: ProjectionRuntime, settings: Settings, topics: TopicMap, port: int
+) -> WorkerHttp:
+    """Ready when Kafka and both stores answer; each read model's lag measured per scrape."""
+    engine = create_engine(settings)
+    redis = create_redis(settings)
+
+    async def kafka() -> None:
+        await end_offsets(settings, [topics.order_events])
+
+    async def lag() -> None:
+        """Each store's lag; the worker's (its consumer lag) is its slowest store's."""
+        PROJECTION_LAG.clear()
+        worker: dict[tuple[str, str], int] = {}
+        for row in await measure_lag(runtime.projections, settings, topics):
+            partition = str(row.partition)
+            PROJECTION_LAG.labels(row.projection, row.topic, partition).set(row.behind)
+            worker[row.topic, partition] = max(worker.get((row.topic, partition), 0), row.behind)
+        CONSUMER_LAG.clear()
+        for (topic, partition), behind in worker.items():
+            CONSUMER_LAG.labels("projections", topic, partition).set(behind)
+
+    def checks() -> dict[str, Check]:
+        return {"kafka": kafka, "mysql": mysql_check(engine), "redis": redis.ping}
+
+    return WorkerHttp(settings.http_host, port, checks, lag)
+
+
 def run_worker() -> None:
     """Run the projections until stopped (``bitex worker projections``)."""
-    worker = faust.Worker(build_app(), loglevel="info")
+    setup_tracing("bitex-projections")
+    worker = faust.Worker(
+        build_app(), loglevel=log_level(), logging_config=logging_config(), quiet=json_logs()
+    )
     worker.execute_from_commandline()

@@ -37,12 +37,13 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from domain.markets import Market, demo_markets
+from domain.markets import Market
 from domain.orders import TERMINAL_STATUSES, OrderStatus
 from infra.auth import Authenticator, Principal, load_master_key
 from infra.formats import amount_text, moment_text
 from infra.health import Check, health_routes, mysql_check
 from infra.http import EXCEPTION_HANDLERS, ApiError, JSONResponse, bad_request, path_with_query
+from infra.market_listing import MarketCatalog, market_json
 from infra.metrics import RequestMetrics, metrics_route
 from infra.read_models import CANDLE_INTERVALS
 from infra.redis import create_redis
@@ -50,7 +51,6 @@ from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from infra.topics import TopicMap
 from queries import params
-from queries.encoding import decimal_text
 from queries.feed import Feed
 from queries.openapi import read_document
 from queries.readers import READ_THREADS, Batched, BatchedGets, Item, Page, ReadModels, read_engine
@@ -77,24 +77,6 @@ TICKER_FIELDS = (
     "best_ask",
     "at",
 )
-
-
-def market_json(market: Market) -> dict[str, Any]:
-    return {
-        "symbol": market.symbol,
-        "base": market.base.code,
-        "quote": market.quote.code,
-        "price_scale": market.price_scale,
-        "base_scale": market.base.scale,
-        "quote_scale": market.quote.scale,
-        "tick_size": decimal_text(market.tick_size),
-        "lot_size": decimal_text(market.lot_size),
-        "min_quantity": decimal_text(market.min_quantity),
-        "max_quantity": decimal_text(market.max_quantity),
-        "min_notional": decimal_text(market.min_notional),
-        "maker_fee": decimal_text(market.maker_fee.rate),
-        "taker_fee": decimal_text(market.taker_fee.rate),
-    }
 
 
 def page(items: list[dict[str, Any]], next_cursor: str | None = None) -> Response:
@@ -160,11 +142,9 @@ class QueryGateway:
     ) -> None:
         self.settings = settings
         self.keys = keys
-        self.markets = markets
+        self.catalog = MarketCatalog(markets)
+        self.markets = self.catalog.markets
         self.master_key = master_key
-        self.markets_body = orjson.dumps(
-            {"items": [market_json(m) for m in markets.values()], "next_cursor": None}
-        )
         self.openapi_body = orjson.dumps(read_document())
         self._engine: Engine | None = None
         self._redis: aioredis.Redis | None = None
@@ -181,6 +161,7 @@ class QueryGateway:
         feed = Feed(self.settings.redis_url)
         threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="mysql-read")
         read = ReadModels(engine, self.markets)
+        self.catalog.on_new(read.learn)
 
         async def balances_of(account_ids: list[str]) -> dict[str, list[Item]]:
             loop = asyncio.get_running_loop()
@@ -189,12 +170,15 @@ class QueryGateway:
         balances: Batched[str, list[Item]] = Batched(balances_of)
         try:
             master_key = self.master_key or load_master_key(self.settings)
+            await self.catalog.start(engine)
             await feed.start()
             self._engine, self._redis, self._threads = engine, redis, threads
             self._read, self._balances = read, balances
             self._books = Books(redis, self.keys)
             authenticator = Authenticator(engine, redis, self.keys, master_key)
-            self._live = Live(feed, redis, self.keys, self.markets, authenticator)
+            self._live = Live(
+                feed, redis, self.keys, self.markets, authenticator, self.catalog.find
+            )
             # Everything alive now (modules, the app, pools) lives as long as the
             # process: keep it out of the garbage collector's full passes, which
             # otherwise walk it all again and again under load (10-20% of a
@@ -236,16 +220,16 @@ class QueryGateway:
         assert self._threads is not None, "the app has not started (run its lifespan)"
         return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
-    def market(self, request: Request) -> Market:
+    async def market(self, request: Request) -> Market:
         symbol = request.path_params["symbol"]
-        market = self.markets.get(symbol)
+        market = await self.catalog.find(symbol)
         if market is None:
             raise ApiError(404, "unknown_market", f"unknown market {symbol!r}")
         return market
 
-    def market_filter(self, request: Request) -> str | None:
+    async def market_filter(self, request: Request) -> str | None:
         symbol = request.query_params.get("symbol")
-        if symbol is not None and symbol not in self.markets:
+        if symbol is not None and await self.catalog.find(symbol) is None:
             raise ApiError(400, "unknown_market", f"unknown market {symbol!r}")
         return symbol
 
@@ -269,10 +253,14 @@ class QueryGateway:
     # -- public -------------------------------------------------------------------
 
     async def list_markets(self, request: Request) -> Response:
-        return Response(self.markets_body, media_type="application/json")
+        """Every listed market: read again each time (a handful of rows), so a market
+        appears as soon as the read model has its listing."""
+        await self.catalog.reload()
+        items = [market_json(market) for market in self.markets.values()]  # as listed
+        return page(items)
 
     async def book(self, request: Request) -> Response:
-        market = self.market(request)
+        market = await self.market(request)
         depth = params.integer(
             request.query_params, "depth", DEFAULT_DEPTH, 1, MAX_DEPTH, "bad_depth"
         )
@@ -280,7 +268,7 @@ class QueryGateway:
         return Response(body, media_type="application/json")
 
     async def trades(self, request: Request) -> Response:
-        market = self.market(request)
+        market = await self.market(request)
         query = request.query_params
         return await self._page(
             self.read.trades,
@@ -291,7 +279,7 @@ class QueryGateway:
         )
 
     async def ticker(self, request: Request) -> Response:
-        market = self.market(request)
+        market = await self.market(request)
         raw = await self.redis.get(self.keys.ticker(market.symbol))
         stored: dict[str, Any] = {} if raw is None else orjson.loads(raw)
         empty: dict[str, Any] = dict.fromkeys(TICKER_FIELDS)
@@ -306,7 +294,7 @@ class QueryGateway:
         return JSONResponse(body)
 
     async def candles(self, request: Request) -> Response:
-        market = self.market(request)
+        market = await self.market(request)
         query = request.query_params
         interval = params.choice(query, "interval", CANDLE_INTERVALS, None)
         start, end = params.time_param(query, "start"), params.time_param(query, "end")
@@ -336,7 +324,7 @@ class QueryGateway:
     async def orders(self, request: Request) -> Response:
         caller = await self.caller(request)
         query = request.query_params
-        symbol = self.market_filter(request)
+        symbol = await self.market_filter(request)
         status = params.choice(query, "status", tuple(STATUSES), "all")
         return await self._page(
             self.read.orders,
@@ -361,7 +349,7 @@ class QueryGateway:
     async def fills(self, request: Request) -> Response:
         caller = await self.caller(request)
         query = request.query_params
-        symbol = self.market_filter(request)
+        symbol = await self.market_filter(request)
         order_id = query.get("order_id")
         if order_id is not None and not _is_uuid(order_id):
             raise bad_request("bad_parameter", f"order_id must be an order's id, got {order_id!r}")
@@ -449,7 +437,7 @@ def create_app(
     """The query gateway's ASGI app.
 
     Defaults come from the environment: ``Settings.from_env()``, the Redis
-    namespace of ``BITEX_TOPIC_PREFIX``, the demo markets, and the API-key master
+    namespace of ``BITEX_TOPIC_PREFIX``, the markets the read model lists, and the API-key master
     key of ``load_master_key``.
     """
     gateway = query_gateway(settings, keys, markets, master_key=master_key)
@@ -474,6 +462,6 @@ def query_gateway(
     return QueryGateway(
         settings or Settings.from_env(),
         keys or RedisKeys.for_prefix(TopicMap.from_env().prefix),
-        demo_markets() if markets is None else markets,
+        {} if markets is None else markets,
         master_key,
     )

@@ -203,6 +203,11 @@ class ReadModels:
         self.markets = markets
         self.scales = {code: asset.scale for code, asset in assets_of(markets).items()}
 
+    def learn(self, market: Market) -> None:
+        """A market listed since: its assets' scales (``markets`` itself is shared)."""
+        for asset in (market.base, market.quote):
+            self.scales.setdefault(asset.code, asset.scale)
+
     def _scales(self, symbol: str) -> Scales:
         """A market's scales; an unlisted market's amounts are written in full."""
         market = self.markets.get(symbol)

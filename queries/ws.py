@@ -61,6 +61,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,8 @@ class Live:
     keys: RedisKeys
     markets: dict[str, Market]
     authenticator: Authenticator
+    find_market: Callable[[str], Awaitable[Market | None]] | None = None
+    """Looks a market up that ``markets`` lacks (one listed since the gateway started)."""
 
 
 class WsError(Exception):
@@ -323,6 +326,11 @@ class Client:
         return keys.channel(name)
 
     async def subscribe(self, names: list[str]) -> None:
+        find = self.live.find_market
+        for name in names:
+            symbol = name.partition(":")[2]
+            if symbol and symbol not in self.live.markets and find is not None:
+                await find(symbol)
         wanted = {name: self._resolve(name) for name in names}
         fresh = [name for name in wanted if name not in self.streams]
         if len(self.streams) + len(fresh) > MAX_SUBSCRIPTIONS:

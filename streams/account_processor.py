@@ -2,9 +2,10 @@
 
 Its single input is its partition of ``bitex.account-commands``: commands from
 the gateways, and what the matching side relays back (order events to settle,
-refused amends). A single input makes its output a function of that input and
-its own prior state, so replaying an input after a crash re-emits the very
-same bytes.
+refused amends, listed markets). A single input makes its output a function of
+that input and its own prior state, so replaying an input after a crash
+re-emits the very same bytes. A market is known from the point of the inbox
+where its listing arrives: an order before it is refused as an unknown market.
 """
 
 from __future__ import annotations
@@ -15,13 +16,21 @@ from decimal import Decimal
 from typing import Any, cast
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import StoredEvent
 
 from domain.accounts import Account
 from domain.aggregates import account_id_for, order_id_for
 from domain.errors import DomainError, UnknownOrder
 from domain.exchange import UnknownAccount
-from domain.markets import FeeRate, Market
+from domain.markets import (
+    FeeRate,
+    Market,
+    asset_conflicts,
+    assets_of,
+    market_fields,
+    market_from_fields,
+)
 from domain.matching import SelfTradePrevention, Side, TimeInForce
 from domain.money import Asset, parse_decimal
 from domain.orders import OrderType, validate_order
@@ -45,6 +54,8 @@ from streams.forwards import (
     CANCEL,
     CANCEL_ALL,
     KIND,
+    LIST,
+    MARKET_LISTED,
     REJECT,
     SUBMIT,
     AmendRefused,
@@ -64,17 +75,21 @@ log = logging.getLogger(__name__)
 
 
 class AccountProcessor:
+    """``markets`` are known from the start (tests hold them in hand; production
+    passes none): every other market is taken from its listing relay."""
+
     def __init__(self, markets: dict[str, Market], topics: TopicMap, partition: int) -> None:
-        self.markets = markets
+        self.markets = dict(markets)
         self.topics = topics
         self.partition = partition
-        self.assets = {a.code: a for m in markets.values() for a in (m.base, m.quote)}
+        self.assets = assets_of(markets)
         self.accounts: dict[UUID, Account] = {}
         self.users: dict[UUID, User] = {}
         self.mapper = EventMapper()
         self.own_events = SeenEvents()
         self.relayed = SeenEvents(contiguous=False)
         self.refusals_seen: dict[int, int] = {}
+        self.snapshot_due = False
         self._handlers: dict[str, Callable[[Command], tuple[str | None, Forward | None]]] = {
             messages.OPEN_ACCOUNT: self._open_account,
             messages.DEPOSIT: self._deposit,
@@ -87,6 +102,7 @@ class AccountProcessor:
             messages.REGISTER_USER: self._register_user,
             messages.CREATE_API_KEY: self._create_api_key,
             messages.REVOKE_API_KEY: self._revoke_api_key,
+            messages.LIST_MARKET: self._list_market,
         }
 
     # -- recovery ----------------------------------------------------------
@@ -112,6 +128,7 @@ class AccountProcessor:
             "users": [user_to_json(user) for user in self.users.values()],
             "relayed": {str(k): v for k, v in self.relayed.versions.items()},
             "refusals_seen": {str(k): v for k, v in self.refusals_seen.items()},
+            "markets": [market_fields(self.markets[symbol]) for symbol in sorted(self.markets)],
         }
 
     def load(self, state: Json) -> None:
@@ -125,6 +142,8 @@ class AccountProcessor:
             self.own_events.versions[user.id] = user.version
         self.relayed.versions = {UUID(k): v for k, v in state["relayed"].items()}
         self.refusals_seen = {int(k): v for k, v in state["refusals_seen"].items()}
+        for fields in state.get("markets", ()):
+            self._take_market(market_from_fields(fields))
 
     def note_processed(self, record: InRecord) -> None:
         """Remember an input that was processed before this restart, for deduplication."""
@@ -134,6 +153,8 @@ class AccountProcessor:
             self.relayed.is_new(order_id, stored.originator_version, stored.state)
         elif header(record.headers, KIND) == AMEND_REFUSED:
             self._first_refusal(record)
+        elif header(record.headers, KIND) == MARKET_LISTED:
+            self._market_listed(record)
 
     # -- processing --------------------------------------------------------
 
@@ -141,8 +162,15 @@ class AccountProcessor:
         stored = stored_event(record.value, record.headers)
         if stored is not None:
             return self._settle(record, stored)
-        if header(record.headers, KIND) == AMEND_REFUSED:
+        kind = header(record.headers, KIND)
+        if kind == AMEND_REFUSED:
             return self._undo_amend(record)
+        if kind == MARKET_LISTED:
+            # Only this relay, in an inbox that expires, tells the partition of the
+            # market: a snapshot keeps it for good.
+            self._market_listed(record)
+            self.snapshot_due = True
+            return []
         try:
             command = Command.decode(record.value)
         except MalformedMessage as error:
@@ -313,7 +341,52 @@ class AccountProcessor:
         }
         return None, Forward(AMEND, command.command_id, command.at, account.id, market.symbol, body)
 
+    def _list_market(self, command: Command) -> tuple[str | None, Forward | None]:
+        """Check a listing against what this partition knows, and send it to its market's
+        matching processor (the one writer of that market, which decides)."""
+        try:
+            market = market_from_fields(command.fields)
+        except ValueError as error:
+            raise DomainError(str(error), "invalid_market") from None
+        known = self.markets.get(market.symbol)
+        if known is not None:
+            if known != market:
+                msg = f"market {market.symbol} is listed already, with other rules"
+                raise DomainError(msg, "market_exists")
+            return "already_listed", None
+        conflict = asset_conflicts(market, self.assets)
+        if conflict is not None:
+            raise DomainError(conflict, "asset_scale_conflict")
+        body: dict[str, Any] = {"market": market_fields(market)}
+        return None, Forward(
+            LIST, command.command_id, command.at, command.account_id, market.symbol, body
+        )
+
     # -- relays from the matching side --------------------------------------
+
+    def _market_listed(self, record: InRecord) -> None:
+        """Take a market its matching processor listed, from this point of the inbox on."""
+        try:
+            market = market_from_fields(orjson.loads(record.value))
+        except (orjson.JSONDecodeError, ValueError) as error:
+            msg = f"malformed listing {record.cause.decode()}: {error}"
+            raise MalformedMessage(msg) from None
+        self._take_market(market)
+
+    def _take_market(self, market: Market) -> None:
+        known = self.markets.get(market.symbol)
+        if known == market:
+            return  # a relay taken again (after a restart), or a market held from the start
+        problem = (
+            f"another {market.symbol} is known" if known else asset_conflicts(market, self.assets)
+        )
+        if problem is not None:
+            # Two matching processors listed conflicting markets at once (the gateway
+            # checks first, so only a race gets here): keep the first, raise the alarm.
+            log.error("partition %d refuses listing %s: %s", self.partition, market, problem)
+            return
+        self.markets[market.symbol] = market
+        self.assets.update(assets_of({market.symbol: market}))
 
     def _settle(self, record: InRecord, stored: StoredEvent) -> list[OutRecord]:
         order_id = UUID(str(stored.originator_id))

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import faust
@@ -27,12 +28,22 @@ from aiokafka import AIOKafkaProducer
 from eventsourcing.persistence import StoredEvent
 from faust.streams import Stream
 
-from domain.markets import Market, demo_markets
-from infra.event_records import cause_offset, message_headers, stored_event
+from domain.markets import Market
+from infra.event_records import EVENT_ID, cause_offset, header, message_headers, stored_event
 from infra.faust_app import faust_app
 from infra.kafka_io import end_offsets, read_partition
+from infra.logs import json_logs, log_level, logging_config
+from infra.metrics import (
+    BATCH_SECONDS,
+    CONSUMER_LAG,
+    PROCESSING_LATENCY,
+    RECORDS_PROCESSED,
+    RECORDS_WRITTEN,
+)
 from infra.settings import Settings
 from infra.topics import SNAPSHOT_MAX_BYTES, TopicMap
+from infra.tracing import TRACEPARENT, continued_span, setup_tracing, traceparent_of
+from infra.worker_http import WorkerHttp, metrics_port, serve_alongside
 from streams.account_processor import AccountProcessor
 from streams.matching_processor import MatchingProcessor
 from streams.records import InRecord, OutRecord
@@ -47,6 +58,11 @@ BATCH_WITHIN = 0.001
 
 
 class Core(Protocol):
+    snapshot_due: bool
+    """Set when the core took an input its own logs do not record (a market listing
+    relayed to an account partition): the runtime snapshots it after the batch, so
+    the state survives the inbox's retention."""
+
     def restore(self, stored: StoredEvent, headers: Any) -> None: ...
 
     def note_processed(self, record: InRecord) -> None: ...
@@ -86,6 +102,15 @@ MATCHING = Role(
 ROLES = {role.name: role for role in (ACCOUNTS, MATCHING)}
 
 
+class _RoleMetrics:
+    """A role's metric children, labelled once rather than on every batch."""
+
+    def __init__(self, role: str) -> None:
+        self.processed = RECORDS_PROCESSED.labels(role)
+        self.latency = PROCESSING_LATENCY.labels(role)
+        self.batch = BATCH_SECONDS.labels(role)
+
+
 class ProcessorRuntime:
     """One core per assigned inbox partition, each rebuilt from its own log."""
 
@@ -101,6 +126,7 @@ class ProcessorRuntime:
         self.since_snapshot: dict[int, int] = {}
         self.snapshot_every = int(os.environ.get("BITEX_SNAPSHOT_EVERY", SNAPSHOT_EVERY))
         self._producer: AIOKafkaProducer | None = None
+        self._metrics = _RoleMetrics(role.name)
 
     async def process(self, batch: Sequence[InRecord]) -> None:
         """Run a batch through the cores and make every output durable.
@@ -110,7 +136,9 @@ class ProcessorRuntime:
         batch produced so far is written first, so the rebuild sees it. An
         input a core has already taken (redelivered after a seek) is skipped.
         """
+        started = time.perf_counter()
         out: list[OutRecord] = []
+        taken: list[InRecord] = []
         for record in batch:
             partition = record.partition
             core = self.cores.get(partition)
@@ -120,13 +148,83 @@ class ProcessorRuntime:
                 core = await self._rebuild(partition, record.offset)
             if record.offset < self.next_offsets[partition]:
                 continue
-            out += core.handle(record)
+            traceparent = traceparent_of(record.headers)
+            if traceparent is None:
+                out += core.handle(record)
+            else:
+                out += self._handle_traced(core, record, traceparent)
+            taken.append(record)
             self.next_offsets[partition] = record.offset + 1
             self.since_snapshot[partition] = self.since_snapshot.get(partition, 0) + 1
         await self.publish(out)
+        self._measure(taken, out, started)
         for partition, count in self.since_snapshot.items():
-            if count >= self.snapshot_every and partition in self.cores:
+            core = self.cores.get(partition)
+            if core is not None and (count >= self.snapshot_every or core.snapshot_due):
                 await self._snapshot(partition)
+
+    def _handle_traced(self, core: Core, record: InRecord, traceparent: bytes) -> list[OutRecord]:
+        """``core.handle`` in a span of the command's trace; what it causes carries it on."""
+        where = {
+            "messaging.destination.partition.id": record.partition,
+            "messaging.kafka.offset": record.offset,
+        }
+        with continued_span(f"{self.role.name} process", traceparent, where) as span:
+            outputs = core.handle(record)
+            if span.is_recording():
+                log.info(
+                    "processed",
+                    extra={
+                        "role": self.role.name,
+                        "input": record.cause.decode(),
+                        "outputs": len(outputs),
+                        "aggregates": sorted(
+                            {
+                                value.decode()
+                                for output in outputs
+                                if (value := header(output.headers, EVENT_ID)) is not None
+                            }
+                        ),
+                    },
+                )
+        carried = (TRACEPARENT, traceparent)
+        return [replace(output, headers=[*output.headers, carried]) for output in outputs]
+
+    def _measure(self, taken: Sequence[InRecord], out: Sequence[OutRecord], started: float) -> None:
+        if not taken:
+            return
+        self._metrics.processed.inc(len(taken))
+        written: dict[str, int] = {}
+        for output in out:
+            written[output.topic] = written.get(output.topic, 0) + 1
+        for topic, count in written.items():
+            RECORDS_WRITTEN.labels(self.role.name, topic).inc(count)
+        now = time.time()
+        for record in taken:
+            if record.timestamp:
+                self._metrics.latency.observe(max(0.0, now - record.timestamp))
+        self._metrics.batch.observe(time.perf_counter() - started)
+
+    async def measure_lag(self, assigned: Mapping[int, int | None]) -> None:
+        """Set the consumer lag of each assigned inbox partition, from its end right now.
+
+        ``assigned`` gives, per partition, the consumer's position: where a partition
+        without a core yet (it has had no record since it was assigned) stands.
+        """
+        inbox = self.role.inbox(self.topics)
+        ends = await end_offsets(self.settings, [inbox])
+        CONSUMER_LAG.clear()
+        for tp, end in ends.items():
+            if tp.partition not in assigned:
+                continue
+            done = self.next_offsets.get(tp.partition, assigned[tp.partition])
+            if done is not None:
+                CONSUMER_LAG.labels(self.role.name, inbox, str(tp.partition)).set(end - done)
+
+    async def ping(self) -> None:
+        """Raises unless Kafka answers this worker's producer."""
+        producer = await self._the_producer()
+        await producer.client.fetch_all_metadata()
 
     async def _snapshot(self, partition: int) -> None:
         """Record the core's state as of its next input (its outputs are all durable)."""
@@ -142,6 +240,7 @@ class ProcessorRuntime:
             self.role.snapshots(self.topics), snapshot.encode(), key=b"state", partition=partition
         )
         self.since_snapshot[partition] = 0
+        self.cores[partition].snapshot_due = False
         log.info(
             "%s partition %d: snapshot at input offset %d",
             self.role.name,
@@ -266,7 +365,7 @@ class ProcessorRuntime:
 def build_app(role: Role, settings: Settings | None = None, instance: int = 0) -> faust.App:
     settings = settings or Settings.from_env()
     topics = TopicMap.from_env()
-    runtime = ProcessorRuntime(role, settings, topics, demo_markets())
+    runtime = ProcessorRuntime(role, settings, topics, {})  # every market is listed on the log
     app = faust_app(
         f"{topics.prefix}bitex-{role.name}", settings, BATCH_SIZE, instance, producer_acks=-1
     )
@@ -283,6 +382,7 @@ def build_app(role: Role, settings: Settings | None = None, instance: int = 0) -
                     event.message.offset,
                     event.message.value or b"",
                     message_headers(event.message),
+                    event.message.timestamp or 0.0,
                 )
                 for event in events
             ]
@@ -293,8 +393,32 @@ def build_app(role: Role, settings: Settings | None = None, instance: int = 0) -
         runtime.forget([tp.partition for tp in revoked if tp.topic == inbox_name])
 
     app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode is untyped
-
+    port = metrics_port(role.name, instance)
+    if port is not None:
+        serve_alongside(app, _probes_and_metrics(app, runtime, settings.http_host, port))
     return app
+
+
+def _probes_and_metrics(
+    app: faust.App, runtime: ProcessorRuntime, host: str, port: int
+) -> WorkerHttp:
+    """Ready once Kafka answers and the group is not rebalancing; lag measured per scrape."""
+    inbox = runtime.role.inbox(runtime.topics)
+
+    async def settled_group() -> None:
+        if app.rebalancing:
+            msg = "the consumer group is rebalancing"
+            raise RuntimeError(msg)
+
+    async def refresh() -> None:
+        positions = {
+            tp.partition: await app.consumer.position(tp)
+            for tp in app.consumer.assignment()
+            if tp.topic == inbox
+        }
+        await runtime.measure_lag(positions)
+
+    return WorkerHttp(host, port, lambda: {"kafka": runtime.ping, "group": settled_group}, refresh)
 
 
 def run_worker(role_name: str, instance: int = 0) -> None:
@@ -304,6 +428,9 @@ def run_worker(role_name: str, instance: int = 0) -> None:
     it is the worker's static group membership, so a restart takes its place back.
     """
     role = ROLES[role_name]
+    setup_tracing(f"bitex-{role_name}")
     app = build_app(role, instance=instance)
-    worker = faust.Worker(app, loglevel="info")
+    worker = faust.Worker(
+        app, loglevel=log_level(), logging_config=logging_config(), quiet=json_logs()
+    )
     worker.execute_from_commandline()

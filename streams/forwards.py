@@ -1,8 +1,9 @@
 """Messages between the processors (not events: they may expire with their topic).
 
-The account processor forwards orders, cancels and amends to the matching
-processor of the order's market; the matching processor relays the order
-events an account must settle, and refused amends, back to the account inbox.
+The account processor forwards orders, cancels, amends and listings to the
+matching processor of the market; the matching processor relays the order
+events an account must settle, and refused amends, back to the account inbox,
+and a listed market to every partition of it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ CANCEL = b"cancel"
 CANCEL_ALL = b"cancel_all"
 AMEND = b"amend"
 AMEND_REFUSED = b"amend_refused"
+LIST = b"list"
+MARKET_LISTED = b"market_listed"
+"""A relay to every account partition: take this market (value: its ``market_fields``)."""
 
 
 def _decimal(value: Decimal | None) -> str | None:
@@ -103,7 +107,7 @@ class Forward:
 
     @classmethod
     def decode(cls, kind: bytes, data: bytes) -> Forward:
-        if kind not in (SUBMIT, REJECT, CANCEL, CANCEL_ALL, AMEND):
+        if kind not in (SUBMIT, REJECT, CANCEL, CANCEL_ALL, AMEND, LIST):
             msg = f"unknown forward kind {kind!r}"
             raise MalformedMessage(msg)
         try:

@@ -3,6 +3,11 @@
 Its single input is its partition of ``bitex.matching-commands``, written by
 the account processors. It emits order events and market events, and relays
 to each account's inbox the order events that account must settle.
+
+It is the one writer of its markets' listings: a listing forwarded to it opens
+the market's venue (``TradeTape.Listed``, with every rule of the market) and is
+relayed to every account partition, each of which takes the market at that
+point of its own inbox.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import StoredEvent
 
 from domain.errors import DomainError
-from domain.markets import Market
+from domain.markets import Market, asset_conflicts, assets_of, market_fields, market_from_fields
 from domain.orders import Order
 from domain.replay import Replayer
 from domain.settlement import SETTLING_EVENTS
@@ -31,6 +37,8 @@ from streams.forwards import (
     CANCEL,
     CANCEL_ALL,
     KIND,
+    LIST,
+    MARKET_LISTED,
     REJECT,
     SUBMIT,
     AmendRefused,
@@ -48,6 +56,9 @@ SYMBOL = "bitex-symbol"
 
 
 class MatchingProcessor:
+    """``markets`` (of any partition) are known from the start, their venues opened
+    lazily (tests hold them in hand; production passes none and lists each one)."""
+
     def __init__(self, markets: dict[str, Market], topics: TopicMap, partition: int) -> None:
         self.topics = topics
         self.partition = partition
@@ -61,6 +72,7 @@ class MatchingProcessor:
         self.venues = self.replayer.venues
         self.own_events = SeenEvents()
         self.forwards_seen: dict[int, int] = {}
+        self.snapshot_due = False  # its listings are events of its own log
 
     # -- recovery ----------------------------------------------------------
 
@@ -79,7 +91,7 @@ class MatchingProcessor:
 
     def load(self, state: Json) -> None:
         for symbol, data in state["venues"].items():
-            venue = venue_from_json(self.markets[symbol], data)
+            venue = venue_from_json(data, self.markets.get(symbol))
             self.replayer.adopt(venue)
             self.own_events.versions[venue.tape.id] = venue.tape.version
             for order in venue.orders.values():
@@ -103,6 +115,8 @@ class MatchingProcessor:
         if not self._seen_forward(*source):
             return []
         forward = Forward.decode(kind, record.value)
+        if forward.kind == LIST:
+            return self._list(forward, record.cause, f"{source[0]}:{source[1]}".encode())
         venue = self._venue(forward.symbol, forward.at)
         refund: list[OutRecord] = []
         try:
@@ -162,6 +176,47 @@ class MatchingProcessor:
             return _order_details(order)
         msg = f"unknown forward kind {forward.kind!r}"
         raise MalformedMessage(msg)
+
+    def _list(self, forward: Forward, cause: bytes, source: bytes) -> list[OutRecord]:
+        """List a market: open its venue and tell every account partition; listing the
+        same market again changes nothing, other rules under its symbol are refused."""
+        market = market_from_fields(forward.body["market"])
+        if self.topics.market_partition(market.symbol) != self.partition:
+            msg = f"market {market.symbol} is not on matching partition {self.partition}"
+            raise MalformedMessage(msg)
+        known = self.markets.get(market.symbol)
+        conflict = asset_conflicts(market, assets_of(self.markets))
+        out: list[OutRecord] = []
+        if known is not None and known != market:
+            message = f"market {market.symbol} is listed already, with other rules"
+            outcome = Outcome(forward.command_id, False, code="market_exists", message=message)
+        elif known is None and conflict is not None:
+            outcome = Outcome(
+                forward.command_id, False, code="asset_scale_conflict", message=conflict
+            )
+        elif known is not None:
+            outcome = Outcome(forward.command_id, True, {"result": "already_listed"})
+        else:
+            self.markets[market.symbol] = market
+            venue = self.venues[market.symbol] = Venue.open(market, forward.at)
+            out = self._records(venue, venue.collect_events(), cause, source)
+            listing = orjson.dumps(market_fields(market), option=orjson.OPT_SORT_KEYS)
+            out += [
+                OutRecord(
+                    self.topics.account_commands,
+                    partition,
+                    market.symbol.encode(),
+                    listing,
+                    [(KIND, MARKET_LISTED), (CAUSE, cause)],
+                )
+                for partition in range(self.topics.account_partitions)
+            ]
+            written = {**forward.body.get("written", {}), **written_versions(out)}
+            outcome = Outcome(forward.command_id, True, {"result": "listed", "written": written})
+        out.append(
+            OutRecord(self.topics.outcomes, 0, outcome.command_id.encode(), outcome.encode())
+        )
+        return out
 
     # -- helpers -----------------------------------------------------------
 

@@ -23,6 +23,9 @@ class InRecord:
     offset: int
     value: bytes
     headers: Headers = ()
+    timestamp: float = 0.0
+    """When Kafka took the record (seconds since the epoch); 0 when unknown. Cores
+    never read it: it only measures latency."""
 
     @property
     def cause(self) -> bytes:

@@ -20,7 +20,7 @@ import orjson
 
 from domain.accounts import Account, Holding, Reservation
 from domain.aggregates import ExchangeAggregate
-from domain.markets import FeeRate, Market
+from domain.markets import FeeRate, Market, market_fields, market_from_fields
 from domain.matching import SelfTradePrevention, Side, TimeInForce
 from domain.orders import Order, OrderStatus
 from domain.users import User
@@ -198,7 +198,12 @@ def venue_to_json(venue: Venue) -> Json:
     tape = venue.tape
     book = venue.book
     return {
-        "tape": {**_base(tape), "symbol": tape.symbol, "last_price": _dec(tape.last_price)},
+        "tape": {
+            **_base(tape),
+            "symbol": tape.symbol,
+            "market": market_fields(tape.market),
+            "last_price": _dec(tape.last_price),
+        },
         "orders": [order_to_json(order) for order in venue.orders.values()],
         "book": [
             [
@@ -217,11 +222,18 @@ def venue_to_json(venue: Venue) -> Json:
     }
 
 
-def venue_from_json(market: Market, data: Json) -> Venue:
+def venue_from_json(data: Json, market: Market | None = None) -> Venue:
+    """A venue as a snapshot holds it, with the market its tape lists (``market``: for
+    a snapshot written before tapes held their market)."""
     tape = _shell(TradeTape, data["tape"])
-    TradeTape.__init__(tape, data["tape"]["symbol"])
+    stored = data["tape"].get("market")
+    listed = market_from_fields(stored) if stored is not None else market
+    if listed is None:
+        msg = f"the snapshot of {data['tape']['symbol']} does not say its market"
+        raise ValueError(msg)
+    TradeTape.__init__(tape, data["tape"]["symbol"], **TradeTape.listing(listed))
     tape.last_price = _undec(data["tape"]["last_price"])
-    venue = Venue(market, tape)
+    venue = Venue(listed, tape)
     for order_data in data["orders"]:
         order = order_from_json(order_data)
         venue.orders[order.id] = order

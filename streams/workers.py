@@ -8,18 +8,24 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from domain.markets import Market, demo_markets
+from infra.command_client import CommandClient
 from infra.event_records import Headers
 from infra.kafka_admin import delete_topics, ensure_topics
 from infra.kafka_io import end_offsets, read_topic
+from infra.market_listing import list_markets
 from infra.settings import REPO_ROOT, Settings
 from infra.topics import TopicMap
+from infra.worker_http import LOCAL_PORTS, metrics_port
 
 WORKER_ROLES = ("accounts", "matching")
 """The write-side processors."""
@@ -36,9 +42,22 @@ _READY = {"gateway": "Application startup complete"}
 """What a role's log says once it serves (Faust workers: ``[^Worker]: Ready``)."""
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 class WriteSide:
     """Role processes (the processors, and the projections and gateway if asked) on prefixed
-    topics; each one's output goes to ``<log_dir>/worker-<role>.log``."""
+    topics; each one's output goes to ``<log_dir>/worker-<role>.log``.
+
+    Once both processors first answer, ``markets`` (the demo markets unless told)
+    are listed through the command path, as an operator lists them: nothing else
+    tells the exchange which markets exist.
+    """
 
     def __init__(
         self,
@@ -46,7 +65,14 @@ class WriteSide:
         topics: TopicMap,
         log_dir: Path,
         env: dict[str, str] | None = None,
+        *,
+        local_metrics_ports: bool = False,
+        markets: Mapping[str, Market] | None = None,
     ) -> None:
+        """Each Faust role serves its probes and metrics on a free port of its own, or,
+        with ``local_metrics_ports``, on its fixed local one (``infra.worker_http``)."""
+        self.markets = dict(demo_markets() if markets is None else markets)
+        self._listed = False
         self.settings = settings
         self.env = env or {}
         self.topics = topics
@@ -54,6 +80,8 @@ class WriteSide:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.starts: dict[str, int] = {}
+        self.local_metrics_ports = local_metrics_ports
+        self.metrics_ports: dict[str, int] = {}
 
     async def create_topics(self) -> None:
         await ensure_topics(self.topics.specs(), self.settings)
@@ -71,6 +99,11 @@ class WriteSide:
             "BITEX_TOPIC_PREFIX": self.topics.prefix,
             "PYTHONUNBUFFERED": "1",
         }
+        if role in LOCAL_PORTS and "BITEX_METRICS_PORT" not in self.env:
+            if role not in self.metrics_ports:
+                local = metrics_port(role) if self.local_metrics_ports else None
+                self.metrics_ports[role] = local or free_port()
+            env["BITEX_METRICS_PORT"] = str(self.metrics_ports[role])
         log = self.log_path(role).open("ab")
         self.processes[role] = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", *_ARGS[role]],
@@ -80,6 +113,14 @@ class WriteSide:
             stderr=subprocess.STDOUT,
         )
         self.starts[role] = self.starts.get(role, 0) + 1
+
+    def base_url(self, role: str) -> str:
+        """Where a role answers ``/healthz``, ``/readyz`` and ``/metrics``."""
+        if role == "gateway":
+            port = int(self.env.get("BITEX_HTTP_PORT", self.settings.http_port))
+        else:
+            port = int(self.env.get("BITEX_METRICS_PORT", self.metrics_ports[role]))
+        return f"http://127.0.0.1:{port}"
 
     def exited(self) -> list[str]:
         """Roles whose process has ended."""
@@ -103,7 +144,18 @@ class WriteSide:
                 process.wait()
 
     async def wait_ready(self, role: str, timeout: float = 60) -> None:
-        """Until the worker has joined its group (its log says so) for the latest start."""
+        """Until the worker has joined its group (its log says so) for the latest start;
+        the first time both processors are, the markets are listed."""
+        await self._wait_log(role, timeout)
+        if self._listed or not all(r in self.processes for r in WORKER_ROLES):
+            return
+        for other in WORKER_ROLES:
+            await self._wait_log(other, timeout)
+        async with CommandClient(self.settings, self.topics) as client:
+            await list_markets(client, self.markets.values(), timeout)
+        self._listed = True
+
+    async def _wait_log(self, role: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             marker = _READY.get(role, "[^Worker]: Ready")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
@@ -46,7 +45,7 @@ from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from infra.topics import TopicMap
 from projections.runner import wait_projected
-from streams.workers import WORKER_ROLES, WriteSide
+from streams.workers import WORKER_ROLES, WriteSide, free_port
 from tests.workload import MARKETS, Workload
 
 pytestmark = pytest.mark.integration
@@ -295,13 +294,6 @@ class RestSampler:
             for symbol in SYMBOLS:
                 self.keep(await rest_book(self.http, symbol))
             await asyncio.sleep(SAMPLE_EVERY)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def rest_book(http: httpx.AsyncClient, symbol: str) -> dict[str, Any]:

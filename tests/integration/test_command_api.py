@@ -602,6 +602,16 @@ BAD_REQUESTS: list[tuple[str, str, str, Any, bool, int, str]] = [
     ),
     ("revoke: unknown key", "DELETE", "/v1/api-keys/nope", None, True, 404, "api_key_not_found"),
     (
+        "list a market: not an operator",
+        "POST",
+        "/v1/admin/markets",
+        {"base": "SOL", "base_scale": 9, "quote": "USDT", "quote_scale": 6},
+        True,
+        403,
+        "forbidden",
+    ),
+    ("list a market: anonymous", "POST", "/v1/admin/markets", {}, False, 401, "unauthorized"),
+    (
         "oversized body",
         "POST",
         "/v1/orders",
@@ -663,11 +673,17 @@ async def test_openapi_documents_reads_and_writes(exchange: Exchange) -> None:
     paths = document["paths"]
     assert set(paths["/v1/orders"]) == {"get", "post", "delete"}
     assert set(paths["/v1/orders/{order_id}"]) == {"get", "delete", "patch"}
-    for path in ("/v1/users", "/v1/sessions", "/v1/api-keys", "/v1/admin/deposits"):
+    for path in (
+        "/v1/users",
+        "/v1/sessions",
+        "/v1/api-keys",
+        "/v1/admin/deposits",
+        "/v1/admin/markets",
+    ):
         assert "post" in paths[path]
     assert "/v1/withdrawals" in paths
     refs = orjson.dumps(document).decode()
-    for name in ("NewOrder", "OrderResult", "Session", "ApiKey", "Balance", "Error"):
+    for name in ("NewOrder", "OrderResult", "Session", "ApiKey", "Balance", "Error", "NewMarket"):
         assert f'"#/components/schemas/{name}"' in refs
         assert name in document["components"]["schemas"]
 

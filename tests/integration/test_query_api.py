@@ -39,6 +39,7 @@ from infra.read_models import (
 from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from queries.app import create_app
+from tests.integration.conftest import seed_markets
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +52,7 @@ T0 = datetime(2026, 3, 1, 12, 0, 0)
 
 @pytest.fixture
 async def client(read_db: Settings, keys: RedisKeys) -> AsyncIterator[httpx.AsyncClient]:
+    seed_markets(read_db)  # as the projection writes the demo markets' listings
     app = create_app(read_db, keys, master_key=MASTER)
     async with (
         app.router.lifespan_context(app),
@@ -893,6 +895,7 @@ async def test_concurrent_requests_share_reads_yet_each_gets_its_own_fresh_answe
     snapshot = {"symbol": "BTC-USDT", "sequence": 1, "bids": [["1.00", "1.0000"]], "asks": []}
     await redis_client.set(keys.book_snapshot("BTC-USDT"), orjson.dumps(snapshot))
 
+    seed_markets(read_db)  # as the projection writes the demo markets' listings
     app = create_app(read_db, keys, master_key=MASTER)
     # The 500s below are answers; the app also raises their errors to the server.
     transport = httpx.ASGITransport(app, raise_app_exceptions=False)

@@ -32,6 +32,7 @@ from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from queries.app import create_app
 from queries.feed import command, parse
+from tests.integration.conftest import seed_markets
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +46,7 @@ T0 = datetime(2026, 3, 1, 12, 0, 0)
 @pytest.fixture
 async def server(read_db: Settings, keys: RedisKeys) -> AsyncIterator[tuple[str, Starlette]]:
     """The gateway on a free loopback port: (its WebSocket URL, the app)."""
+    seed_markets(read_db)  # as the projection writes the demo markets' listings
     app = create_app(read_db, keys, master_key=MASTER)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from domain.aggregates import account_id_for
+from domain.markets import market_from_fields
 from infra import messages
 from infra.command_client import CommandClient
 from infra.event_records import EVENT_TOPIC, header
 from infra.settings import Settings
 from infra.topics import TopicMap
+from streams.snapshots import Snapshot
 from streams.workers import WORKER_ROLES, WriteSide
 
 pytestmark = pytest.mark.integration
@@ -82,4 +84,21 @@ async def test_an_order_is_locked_matched_settled_and_lands_on_the_right_topics(
         "bitex.order.Filled",
     ]
     market = topics_of(await write_side.read(topics.market_events))
-    assert market == ["bitex.market.Listed", "bitex.market.TradeExecuted"]
+    # The harness listed the demo markets first: BTC-USDT on partition 0, the others on 1.
+    listed, traded = "bitex.market.Listed", "bitex.market.TradeExecuted"
+    assert market == [listed, traded, listed, listed]
+
+
+async def test_each_account_partition_keeps_the_listed_markets_in_a_snapshot(
+    write_side: WriteSide,
+) -> None:
+    """The relay of a listing expires with the inbox; a snapshot taken at once keeps it."""
+    await write_side.wait_idle()
+    snapshots = await write_side.read_partitions(write_side.topics.account_snapshots)
+    partitions = write_side.topics.specs()
+    accounts = next(s for s in partitions if s.name == write_side.topics.account_commands)
+    assert len(snapshots) == accounts.partitions
+    for records in snapshots.values():
+        latest = Snapshot.decode(records[-1][0])
+        listed = {market_from_fields(fields).symbol for fields in latest.state["markets"]}
+        assert listed == set(write_side.markets)

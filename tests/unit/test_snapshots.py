@@ -36,7 +36,7 @@ def restored_copy(exchange: Exchange) -> Exchange:
         )
     for symbol, venue in exchange.venues.items():
         data = orjson.loads(orjson.dumps(venue_to_json(venue)))
-        copy.venues[symbol] = restored = venue_from_json(exchange.markets[symbol], data)
+        copy.venues[symbol] = restored = venue_from_json(data)
         for order_id in restored.orders:
             copy._venue_of[order_id] = restored
     return copy

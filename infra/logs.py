@@ -1,0 +1,103 @@
+"""One JSON object per log line, carrying the trace it belongs to.
+
+Every role logs through ``logging_config()``: the Faust workers pass it to
+their Worker, uvicorn to its server, the CLI to ``dictConfig``. A line names
+its time, level, logger and message, the ``trace_id``/``span_id`` of the
+OpenTelemetry span current when it was written (the correlation id that
+follows a command from the gateway through Kafka to the read models), and
+whatever the caller passed in ``extra``. Fields that could carry a secret are
+replaced before the line is written, wherever they come from.
+
+``BITEX_LOG_FORMAT=text`` gives plain lines for a terminal; ``BITEX_LOG_LEVEL``
+sets the level (``info`` by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from opentelemetry import trace
+
+SECRET_FIELDS = frozenset(
+    {"password", "password_hash", "secret", "token", "authorization", "signature", "bx-sign"}
+)
+"""``extra`` keys that are never written as they are."""
+REDACTED = "[redacted]"
+
+_STANDARD = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
+    | {"message", "asctime", "color_message"}
+)
+"""Attributes every LogRecord has (and uvicorn's terminal copy of its message);
+anything else on a record came from ``extra``."""
+
+
+class JsonFormatter(logging.Formatter):
+    """A LogRecord as one line of JSON, keys sorted; what JSON lacks is written as ``str()``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            line["trace_id"] = format(span.trace_id, "032x")
+            line["span_id"] = format(span.span_id, "016x")
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                line[key] = REDACTED if key.lower() in SECRET_FIELDS else value
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def log_level() -> str:
+    return os.environ.get("BITEX_LOG_LEVEL", "info").upper()
+
+
+def json_logs() -> bool:
+    """Whether lines are JSON (the default) rather than text for a terminal."""
+    return os.environ.get("BITEX_LOG_FORMAT", "json").lower() != "text"
+
+
+def logging_config(level: str | None = None) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for every role: one handler on stdout."""
+    text = not json_logs()
+    formatter: dict[str, Any] = (
+        {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+        if text
+        else {"()": JsonFormatter}
+    )
+    level = level or log_level()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "root": {"level": level, "handlers": ["default"]},
+        "loggers": {
+            # uvicorn's own loggers propagate to the root handler, so they are JSON too.
+            name: {"level": level, "handlers": [], "propagate": True}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }
+
+
+def setup_logging(level: str | None = None) -> None:
+    """Configure the process's logging (the CLI's composition root calls this)."""
+    import logging.config
+
+    logging.config.dictConfig(logging_config(level))
