@@ -32,10 +32,14 @@ from typing import Any
 
 import httpx
 
+from bench.cpu_meter import cpu_seconds, describe, per_unit_ms
 from domain.aggregates import account_id_for
+from domain.markets import demo_markets
 from domain.users import user_account_id
 from infra.auth import open_session
+from infra.market_listing import seed_catalog
 from infra.migrate import create_database, drop_database
+from infra.mysql import create_engine
 from infra.redis import create_redis
 from infra.redis_keys import RedisKeys
 from infra.settings import Settings
@@ -58,6 +62,7 @@ GATEWAY_ENV = {
     "BITEX_RATE_AUTH": "1000000",
 }
 PASSWORD = "bench password"
+CORES = os.cpu_count() or 1
 
 Measured = list[tuple[str, float, str]]
 Wrk = Callable[[str, float, list[str], int], Awaitable[Any]]
@@ -185,14 +190,19 @@ async def measure_commands(settings: Settings, wrk: Wrk, seconds: float) -> Meas
 
         best = 0.0
         for workers in GATEWAY_WORKERS:
-            async with exchange(settings, (), workers) as (url, topics, _):
+            async with exchange(settings, (), workers) as (url, topics, scratch_settings):
+                engine = create_engine(scratch_settings)
+                seed_catalog(engine, demo_markets().values())  # no write side to list them
+                engine.dispose()
                 tokens = await sessions(settings, topics, USERS)
                 tokens_file.write_text("\n".join(tokens) + "\n")
+                before = cpu_seconds()
                 published = await wrk_ok(wrk, url, seconds, [script, str(tokens_file), "ack"])
+                cpu = per_unit_ms(before, cpu_seconds(), published.requests)
             print(
                 f"orders published (ack, gateway alone, {workers} worker(s)): "
                 f"{published.rate:,.0f}/s, p50 {published.p50_ms:.1f} ms, "
-                f"p99 {published.p99_ms:.1f} ms",
+                f"p99 {published.p99_ms:.1f} ms\n  {describe(cpu, CORES)}",
                 flush=True,
             )
             best = max(best, published.rate)
@@ -212,10 +222,13 @@ async def measure_commands(settings: Settings, wrk: Wrk, seconds: float) -> Meas
                 for rate in sorted({LOW_RATE, RATE}):
                     pause = str(PACED_CONNECTIONS * 1000 // rate)
                     paced = [script, str(tokens_file), mode, pause]
+                    before = cpu_seconds()
                     run = await wrk_ok(wrk, url, LATENCY_SECONDS, paced, PACED_CONNECTIONS)
+                    cpu = per_unit_ms(before, cpu_seconds(), run.requests)
                     print(
                         f"orders answered with {mode!r}, paced at {rate}/s: {run.rate:,.0f}/s "
-                        f"done, p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms",
+                        f"done, p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms\n"
+                        f"  {describe(cpu, CORES)}",
                         flush=True,
                     )
                     if rate == RATE:

@@ -5,19 +5,17 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
-from domain.markets import Market, demo_markets, market_fields
+from domain.markets import Market, demo_markets
 from infra.health import ServicesUnavailable, check_services
 from infra.kafka_admin import delete_topics
+from infra.market_listing import seed_catalog
 from infra.migrate import create_database, drop_database
 from infra.mysql import create_engine
-from infra.read_models import markets as market_table
 from infra.redis import create_redis
 from infra.redis_keys import RedisKeys
 from infra.settings import Settings
@@ -26,20 +24,11 @@ RUN_ID = uuid.uuid4().hex[:10]
 
 
 def seed_markets(settings: Settings, markets: dict[str, Market] | None = None) -> None:
-    """The ``markets`` rows the MySQL projection writes for these markets' listings
-    (the demo markets by default), for tests that write the read model by hand."""
-    rows = [
-        {
-            "symbol": market.symbol,
-            **market_fields(market),
-            "listed_at": datetime(2026, 1, 1) + timedelta(seconds=index),
-        }
-        for index, market in enumerate((demo_markets() if markets is None else markets).values())
-    ]
+    """The catalog rows for these markets (the demo markets by default), for tests that
+    write the read model by hand."""
     engine = create_engine(settings)
     try:
-        with engine.begin() as connection:
-            connection.execute(insert(market_table), rows)
+        seed_catalog(engine, (demo_markets() if markets is None else markets).values())
     finally:
         engine.dispose()
 
