@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -87,7 +88,11 @@ class WriteSide:
         await ensure_topics(self.topics.specs(), self.settings)
 
     async def delete_topics(self) -> None:
+        """Delete the prefix's topics, and the (empty) table directories its Faust apps made."""
         await delete_topics([spec.name for spec in self.topics.specs()], self.settings)
+        if self.topics.prefix:
+            for directory in (self.settings.state_dir / "faust").glob(f"{self.topics.prefix}*"):
+                shutil.rmtree(directory, ignore_errors=True)
 
     def log_path(self, role: str) -> Path:
         return self.log_dir / f"worker-{role}.log"
