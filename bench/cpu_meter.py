@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 PARTS: tuple[tuple[str, Callable[[str], bool]], ...] = (
-    ("gateway", lambda cmd: "infra.cli serve" in cmd or "multiprocessing" in cmd),
+    ("gateway", lambda cmd: "infra.cli serve" in cmd),
     ("accounts", lambda cmd: "infra.cli worker accounts" in cmd),
     ("matching", lambda cmd: "infra.cli worker matching" in cmd),
     ("projections", lambda cmd: "infra.cli worker projections" in cmd),
@@ -21,8 +21,10 @@ PARTS: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("mysql", lambda cmd: "mariadbd" in cmd or "mysqld" in cmd),
     ("redis", lambda cmd: "redis-server" in cmd),
     ("wrk", lambda cmd: cmd.startswith("wrk ") or "/wrk " in cmd),
+    ("bench", lambda cmd: "bench.bench_" in cmd),
 )
-"""How a process's command line names its part (the first that matches)."""
+"""How a process's command line names its part (the first that matches); a process
+that matches none belongs to its parent's part (uvicorn's worker processes), if any."""
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -30,13 +32,13 @@ Reading = dict[str, float]
 """CPU seconds (or milliseconds per unit) by part."""
 
 
-def part_of(cmdline: str) -> str:
-    return next((name for name, matches in PARTS if matches(cmdline)), "other")
+def part_of(cmdline: str) -> str | None:
+    return next((name for name, matches in PARTS if matches(cmdline)), None)
 
 
 def cpu_seconds() -> Reading:
     """CPU seconds (user + system) every live process has used so far, summed by part."""
-    used: dict[str, float] = {}
+    processes: dict[int, tuple[int, str | None, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -45,12 +47,23 @@ def cpu_seconds() -> Reading:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # the process ended while we looked
             continue
-        # Fields after the command name, which may hold spaces: utime and stime are
-        # the 12th and 13th of them.
+        # Fields after the command name, which may hold spaces: the parent's pid is
+        # the 2nd of them, utime and stime the 12th and 13th.
         fields = stat[stat.rindex(")") + 2 :].split()
-        part = part_of(cmdline)
-        used[part] = used.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / _TICKS
-    return used
+        used = (int(fields[11]) + int(fields[12])) / _TICKS
+        processes[int(entry.name)] = (int(fields[1]), part_of(cmdline), used)
+
+    def part(pid: int) -> str:
+        parent, named, _ = processes[pid]
+        if named is not None:
+            return named
+        return part(parent) if parent in processes else "other"
+
+    totals: Reading = {}
+    for pid, (_, _, used) in processes.items():
+        name = part(pid)
+        totals[name] = totals.get(name, 0.0) + used
+    return totals
 
 
 def per_unit_ms(
