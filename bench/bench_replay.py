@@ -23,13 +23,17 @@ them). The last line is ``BENCH replay <events/s> events/s``.
    in memory (no Kafka, no final checks).
 
 The topics are deleted afterwards. BENCH_REPLAY_EVENTS changes the size,
-BENCH_REPLAY_SEED the workload.
+BENCH_REPLAY_SEED the workload, BENCH_REPLAY_RUNS the runs. Making the log takes
+minutes: with BENCH_REPLAY_LOG=FILE the log (records and the cores' state hash) is
+kept in FILE and taken from it next time, when it was made with the same size and
+seed (delete FILE after changing the write side: it is not made again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import platform
 import resource
 import subprocess
@@ -60,6 +64,7 @@ from tests.workload import Workload
 EVENTS = int(os.environ.get("BENCH_REPLAY_EVENTS", "1000000"))
 SEED = int(os.environ.get("BENCH_REPLAY_SEED", "2027"))
 RUNS = int(os.environ.get("BENCH_REPLAY_RUNS", "2"))
+LOG_FILE = os.environ.get("BENCH_REPLAY_LOG", "")
 OWNERS = 1000
 CHUNK = 5000
 """Commands sent to the cores between two counts of the events written."""
@@ -97,6 +102,34 @@ def generate(target: int) -> tuple[LocalCluster, dict[Position, list[Record]], i
         for partition in partitions(topic)
     }
     return cluster, logs, sent
+
+
+Logs = dict[Position, list[Record]]
+
+
+def made_log() -> tuple[Logs, str, int]:
+    """The log's partitions, the cores' state hash and the commands sent: made by the
+    cores, or taken from BENCH_REPLAY_LOG if it holds a log of this size and seed."""
+    kept = Path(LOG_FILE) if LOG_FILE else None
+    if kept is not None and kept.exists():
+        with kept.open("rb") as file:
+            found = pickle.load(file)
+        if found["events"] == EVENTS and found["seed"] == SEED:
+            print(f"log: taken from {kept}")
+            return found["logs"], found["hash"], found["commands"]
+    started = time.perf_counter()
+    cluster, logs, commands = generate(EVENTS)
+    live_hash = state_hash(cluster.accounts(), cluster.venues())
+    events = sum(len(records) for records in logs.values())
+    print(
+        f"log: {events:,} events from {commands:,} commands through the processor cores "
+        f"({events / commands:.2f} events a command), made in {time.perf_counter() - started:.0f} s"
+    )
+    if kept is not None:
+        with kept.open("wb") as file:
+            kept_log = {"events": EVENTS, "seed": SEED, "logs": logs, "hash": live_hash}
+            pickle.dump({**kept_log, "commands": commands}, file, pickle.HIGHEST_PROTOCOL)
+    return logs, live_hash, commands
 
 
 async def publish_logs(
@@ -185,15 +218,8 @@ async def main() -> None:
     settings = Settings.from_env()
     markets = demo_markets()
     print(f"machine: {machine()}")
-    started = time.perf_counter()
-    cluster, logs, commands = generate(EVENTS)
+    logs, live_hash, _ = made_log()
     events = sum(len(records) for records in logs.values())
-    live_hash = state_hash(cluster.accounts(), cluster.venues())
-    del cluster
-    print(
-        f"log: {events:,} events from {commands:,} commands through the processor cores "
-        f"({events / commands:.2f} events a command), made in {time.perf_counter() - started:.0f} s"
-    )
     topics = TopicMap(prefix=f"bench-replay-{uuid.uuid4().hex[:8]}-")
     rates = []
     try:

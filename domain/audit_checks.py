@@ -127,6 +127,8 @@ class AccountAudit:
         self.ledger = Ledger()
         self.reserved: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._assets = assets_of(replayer.markets)
+        self._names: dict[UUID, str] = {}
+        """Each account's ledger name (its id as a string), made once."""
 
     def apply(self, event: Account.Event) -> tuple[list[Leg], list[Finding]]:
         """Apply one account event: its posting's legs, and what is wrong after it.
@@ -135,28 +137,28 @@ class AccountAudit:
         nothing of the event is posted then.
         """
         me = event.originator_id
-        accounts = self.replayer.accounts
-        account = accounts.get(me)
-        order_id: UUID | None = vars(event).get("order_id")
+        account = self.replayer.accounts.get(me)
+        order_id: UUID | None = event.__dict__.get("order_id")
         held: tuple[str, int] | None = None
-        if order_id is not None and account is not None:
-            reservation = account.reservations.get(order_id)
-            if reservation is not None:
-                held = (reservation.asset, reservation.units)
         found: list[Finding] = []
-        if type(event) is Account.TradeSettled and account is not None:
-            market = self.replayer.markets.get(event.symbol)
-            found += [Finding(SETTLEMENT, m) for m in check_settlement(account, market, event)]
+        if account is not None:
+            reservation = None if order_id is None else account.reservations.get(order_id)
+            if reservation is not None:  # what it held before the event changes it
+                held = (reservation.asset, reservation.units)
+            if type(event) is Account.TradeSettled:
+                market = self.replayer.markets.get(event.symbol)
+                found += [Finding(SETTLEMENT, m) for m in check_settlement(account, market, event)]
         self.replayer.apply(event)
-        legs = postings(event)
+        name = self._names.get(me)
+        if name is None:
+            name = self._names[me] = str(me)
+        legs = postings(event, name)
         if not legs:
             return legs, found
         if account is None:  # the event opened it
-            account = accounts[me]
-        # Every posting starts with the account's own leg: its ledger account's name.
-        name = legs[0].ledger_account if legs[0].bucket else str(me)
+            account = self.replayer.accounts[me]
+        reserved = self.reserved
         if order_id is not None:
-            reserved = self.reserved
             if held is not None:
                 reserved[name, held[0]] -= held[1]
             reservation = account.reservations.get(order_id)
@@ -170,10 +172,9 @@ class AccountAudit:
         balances = self.ledger.balances
         sums: dict[str, int] = {}
         for leg in legs:
-            asset, moved = leg.asset, leg.units
-            balances[leg.ledger_account, leg.bucket, asset] += moved
+            ledger_account, bucket, asset, moved = leg
+            balances[ledger_account, bucket, asset] += moved
             sums[asset] = sums.get(asset, 0) + moved
-        reserved = self.reserved
         holdings = account.holdings
         for asset, total in sums.items():
             if total:
@@ -238,6 +239,7 @@ class AccountAudit:
 
 WIDE = Context(prec=80)
 """Room for any product of two amounts: the arithmetic below is exact."""
+ZERO = Decimal(0)
 
 
 def check_settlement(
@@ -258,7 +260,7 @@ def check_settlement(
         return [f"settles trade {event.trade_id} for order {event.order_id}, which holds no funds"]
     problems = []
     side = reservation.side
-    if event.symbol != reservation.symbol or event.side != side.value:
+    if event.symbol != reservation.symbol or event.side != side:  # a StrEnum: its value
         problems.append(
             f"settles a {event.side} on {event.symbol}; order {event.order_id} is a "
             f"{side.value} on {reservation.symbol}"
@@ -267,7 +269,7 @@ def check_settlement(
         problems.append(f"settles as {event.role!r}, neither maker nor taker")
     price, quantity, limit = event.price, event.quantity, reservation.limit_price
     notional = WIDE.multiply(price, quantity)
-    zero = Decimal(0)
+    zero = ZERO
     if side is Side.BUY:
         paying, receiving, spent, received = market.quote, market.base, notional, quantity
         released = zero if limit is None else WIDE.multiply(WIDE.subtract(limit, price), quantity)
@@ -286,10 +288,11 @@ def check_settlement(
         event.received_asset,
         event.received,
     )
-    names = ("spent asset", "spent", "released", "received asset", "received")
-    for name, want, got in zip(names, expected, recorded, strict=True):
-        if want != got:
-            problems.append(f"trade {event.trade_id}: {name} {got}, the rules give {want}")
+    if expected != recorded:
+        names = ("spent asset", "spent", "released", "received asset", "received")
+        for name, want, got in zip(names, expected, recorded, strict=True):
+            if want != got:
+                problems.append(f"trade {event.trade_id}: {name} {got}, the rules give {want}")
     try:
         received_units = receiving.to_units(received)
         maker, taker = account.fee_rates(market)

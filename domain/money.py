@@ -75,7 +75,13 @@ def ceil_div(numerator: int, denominator: int) -> int:
 
 
 def units_of(amount: Decimal) -> int:
-    """Minor units of an amount written at its asset's full scale (as events are)."""
-    exponent = amount.as_tuple().exponent
-    assert isinstance(exponent, int), "amounts in events are finite"
-    return int(amount.scaleb(-exponent)) if exponent < 0 else int(amount)
+    """Minor units of an amount written at its asset's full scale (as events are).
+
+    The digits of the amount, read as an integer: ``str`` writes them plainly
+    unless the number is very small or has a positive exponent, and ``format``
+    with ``f`` always does (slower, so second).
+    """
+    text = str(amount)
+    if "E" in text:
+        text = format(amount, "f")
+    return int(text.replace(".", ""))

@@ -8,6 +8,7 @@ raise, because an aggregate refuses an event that is not its next.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 from uuid import UUID
 
@@ -30,6 +31,7 @@ class Replayer:
         self.venues: dict[str, Venue] = {}
         self._orders: dict[UUID, Order] = {}
         self._tapes: dict[UUID, TradeTape] = {}
+        self._steps: dict[type, Callable[[Event], None]] = {}
         self.events_applied = 0
 
     def adopt(self, venue: Venue) -> None:
@@ -40,74 +42,124 @@ class Replayer:
         self._orders.update(venue.orders)
 
     def apply(self, event: Event) -> None:
-        if isinstance(event, Account.Event):
-            self._apply_account(event)
-        elif isinstance(event, Order.Event):
-            self._apply_order(event)
-        elif isinstance(event, TradeTape.Event):
-            self._apply_tape(event)
-        elif isinstance(event, User.Registered):
-            self.users[event.originator_id] = _created(event, User)
-        elif isinstance(event, USER_EVENTS):
-            event.mutate(self.users[event.originator_id])
-        else:
-            msg = f"cannot replay {type(event).__qualname__}"
-            raise InvariantViolation(msg)
+        kind = type(event)
+        step = self._steps.get(kind)
+        if step is None:
+            step = self._steps[kind] = self._step_for(kind)
+        step(event)
         self.events_applied += 1
 
-    def _apply_account(self, event: Account.Event) -> None:
-        if isinstance(event, Account.Opened):
-            self.accounts[event.originator_id] = _created(event, Account)
-        else:
-            event.mutate(self.accounts[event.originator_id])
+    def _step_for(self, kind: type) -> Callable[[Event], None]:
+        """How events of ``kind`` are applied (found once per class: a replay applies
+        millions of events of a dozen classes)."""
+        if issubclass(kind, Account.Event):
+            return self._open_account if issubclass(kind, Account.Opened) else self._account
+        if issubclass(kind, Order.Event):
+            if issubclass(kind, (Order.Accepted, Order.Rejected)):
+                return self._create_order
+            if issubclass(kind, Order.Rested):
+                return self._rest
+            if issubclass(kind, Order.PartiallyFilled):  # and Order.Filled
+                return self._fill
+            if issubclass(kind, Order.Amended):
+                return self._amend
+            if issubclass(kind, (Order.Cancelled, Order.Expired)):
+                return self._end
+            return self._order
+        if issubclass(kind, TradeTape.Event):
+            return self._list if issubclass(kind, TradeTape.Listed) else self._tape
+        if issubclass(kind, User.Registered):
+            return self._register
+        if issubclass(kind, USER_EVENTS):
+            return self._user
+        return self._unknown
 
-    def _apply_tape(self, event: TradeTape.Event) -> None:
-        if isinstance(event, TradeTape.Listed):
-            tape = _created(event, TradeTape)
-            known = self.markets.setdefault(tape.symbol, tape.market)
-            if known != tape.market:
-                msg = f"{tape.symbol} is listed as {tape.market}, known as {known}"
-                raise InvariantViolation(msg)
-            self.venues[tape.symbol] = Venue(tape.market, tape)
-            self._tapes[tape.id] = tape
-        else:
-            event.mutate(self._tapes[event.originator_id])
+    def _unknown(self, event: Event) -> None:
+        msg = f"cannot replay {type(event).__qualname__}"
+        raise InvariantViolation(msg)
 
-    def _apply_order(self, event: Order.Event) -> None:
-        if isinstance(event, (Order.Accepted, Order.Rejected)):
-            order = _created(event, Order)
-            self._orders[order.id] = order
-            self.venues[order.symbol].orders[order.id] = order
-            return
+    def _open_account(self, event: Event) -> None:
+        self.accounts[event.originator_id] = _created(event, Account)
+
+    def _account(self, event: Event) -> None:
+        event.mutate(self.accounts[event.originator_id])
+
+    def _register(self, event: Event) -> None:
+        self.users[event.originator_id] = _created(event, User)
+
+    def _user(self, event: Event) -> None:
+        event.mutate(self.users[event.originator_id])
+
+    def _list(self, event: Event) -> None:
+        tape = _created(event, TradeTape)
+        known = self.markets.setdefault(tape.symbol, tape.market)
+        if known != tape.market:
+            msg = f"{tape.symbol} is listed as {tape.market}, known as {known}"
+            raise InvariantViolation(msg)
+        self.venues[tape.symbol] = Venue(tape.market, tape)
+        self._tapes[tape.id] = tape
+
+    def _tape(self, event: Event) -> None:
+        event.mutate(self._tapes[event.originator_id])
+
+    # -- orders: each event through the aggregate, then its book --------------------
+
+    def _create_order(self, event: Event) -> None:
+        order = _created(event, Order)
+        self._orders[order.id] = order
+        self.venues[order.symbol].orders[order.id] = order
+
+    def _order(self, event: Event) -> None:
+        self._applied(event)
+
+    def _applied(self, event: Event) -> Order:
+        """The event's order, with the event applied."""
         order = self._orders[event.originator_id]
         event.mutate(order)
-        book = self.venues[order.symbol].book
+        return order
+
+    def _rest(self, event: Event) -> None:
+        assert isinstance(event, Order.Rested)
+        order = self._applied(event)
         market = self.markets[order.symbol]
-        on_book = order.id in book.orders
-        if isinstance(event, Order.Rested):
-            assert order.price is not None
-            book.place(
-                order.id,
-                order.account_id,
-                order.side,
-                market.price_to_ticks(order.price),
-                market.quantity_to_lots(event.remaining),
-                stp=order.stp,
-                post_only=order.post_only,
-            )
-        elif isinstance(event, Order.PartiallyFilled) and on_book:
-            resting = book.orders[order.id]
-            left = resting.remaining - market.quantity_to_lots(event.quantity)
+        assert order.price is not None
+        self.venues[order.symbol].book.place(
+            order.id,
+            order.account_id,
+            order.side,
+            market.price_to_ticks(order.price),
+            market.quantity_to_lots(event.remaining),
+            stp=order.stp,
+            post_only=order.post_only,
+        )
+
+    def _fill(self, event: Event) -> None:
+        assert isinstance(event, Order.PartiallyFilled)
+        order = self._applied(event)
+        book = self.venues[order.symbol].book
+        resting = book.orders.get(order.id)
+        if resting is not None:
+            left = resting.remaining - self.markets[order.symbol].quantity_to_lots(event.quantity)
             if left:
                 book.amend(order.id, None, left)
             else:
                 book.cancel(order.id)
-        elif isinstance(event, Order.Amended) and on_book:
+
+    def _amend(self, event: Event) -> None:
+        assert isinstance(event, Order.Amended)
+        order = self._applied(event)
+        book = self.venues[order.symbol].book
+        if order.id in book.orders:
             if event.priority_kept:
-                book.amend(order.id, None, market.quantity_to_lots(event.remaining))
+                lots = self.markets[order.symbol].quantity_to_lots(event.remaining)
+                book.amend(order.id, None, lots)
             else:
                 book.cancel(order.id)
-        elif isinstance(event, (Order.Cancelled, Order.Expired)) and on_book:
+
+    def _end(self, event: Event) -> None:
+        order = self._applied(event)
+        book = self.venues[order.symbol].book
+        if order.id in book.orders:
             book.cancel(order.id)
 
 

@@ -3,22 +3,35 @@
 The JSON is plain (a Decimal is a string with its full scale, a UUID a
 string, a time ISO 8601), keys are sorted so the same event is always the
 same bytes, and types are restored from each event class's annotations.
+
+Decoding is on every reader's hot path (processors, projections, and the
+audit replay, which decodes millions of events), so ``EventMapper`` does the
+Mapper's steps with what they need worked out once per event topic (the
+class, its id conversion, its version, its typed fields), and parses each
+distinct id, time or amount string once: the values are immutable, so events
+may share them.
 """
 
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import datetime
 from decimal import Decimal
-from functools import cache
 from types import UnionType
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from uuid import UUID
 
 import orjson
 from eventsourcing.domain import CanMutateAggregate
-from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.persistence import (
+    Mapper,
+    MapperDeserialisationError,
+    StoredEvent,
+    Transcoder,
+    find_id_convertor,
+)
+from eventsourcing.utils import resolve_topic
 
 _DUMPS_OPTIONS = orjson.OPT_SORT_KEYS
 
@@ -40,37 +53,125 @@ class OrjsonTranscoder(Transcoder):
         return orjson.loads(data)
 
 
-_CONVERTERS: dict[type, Callable[[str], object]] = {
+PARSERS: dict[type, Callable[[str], object]] = {
     Decimal: Decimal,
     UUID: UUID,
     datetime: datetime.fromisoformat,
 }
+"""How a field typed with each of these types is read back from its JSON string."""
 
 
-@cache
-def _conversions(event_class: type) -> tuple[tuple[str, Callable[[str], object]], ...]:
-    """(field, converter) for each field whose JSON form is a string of a richer type."""
+IDENTITY = frozenset({"originator_id", "originator_version"})
+"""Fields the stored event's identity sets, typed already: not read from its JSON."""
+
+
+class ParsedValues:
+    """Strings already parsed into one type (ids, times, amounts), each parsed once.
+
+    Bounded: when full it starts again, so a long-running reader keeps at most
+    ``limit`` values of each type.
+    """
+
+    def __init__(self, parse: Callable[[str], object], limit: int) -> None:
+        self.parse = parse
+        self.limit = limit
+        self.known: dict[str, object] = {}
+
+    def __call__(self, text: str) -> object:
+        value = self.known.get(text)
+        if value is None:
+            known = self.known
+            if len(known) >= self.limit:
+                known.clear()
+            value = known[text] = self.parse(text)
+        return value
+
+
+def conversions(event_class: type) -> tuple[tuple[str, type], ...]:
+    """(field, type) for each field whose JSON form is a string of a richer type."""
     plan = []
     for name, hint in typing.get_type_hints(event_class).items():
         options = typing.get_args(hint) if isinstance(hint, UnionType) else (hint,)
         for option in options:
-            if option in _CONVERTERS:
-                plan.append((name, _CONVERTERS[option]))
+            if option in PARSERS:
+                plan.append((name, option))
                 break
     return tuple(plan)
+
+
+class DecodingPlan(NamedTuple):
+    """What decoding one event topic needs, found once."""
+
+    event_class: type
+    class_version: int
+    fields: tuple[tuple[str, dict[str, object], ParsedValues], ...]
+    """Each typed field, with the values parsed so far and the parser that adds to them."""
 
 
 class EventMapper(Mapper[UUID]):
     """The eventsourcing Mapper over orjson, restoring field types after upcasting."""
 
-    def __init__(self) -> None:
+    def __init__(self, parsed_limit: int = 1 << 14) -> None:
+        """``parsed_limit``: distinct strings of each type kept parsed (``ParsedValues``,
+        about 190 bytes each). A long-running reader keeps its memory small by default; a
+        replay of millions of events, which names each order in several of them, keeps more.
+        """
         super().__init__(transcoder=OrjsonTranscoder())
+        self._parsed = {kind: ParsedValues(parse, parsed_limit) for kind, parse in PARSERS.items()}
+        self._plans: dict[str, DecodingPlan] = {}
 
     def to_domain_event(self, stored_event: StoredEvent) -> CanMutateAggregate[UUID]:
-        event = cast("CanMutateAggregate[UUID]", super().to_domain_event(stored_event))
-        state = vars(event)
-        for name, convert in _conversions(cast(type, type(event))):
+        return self.decode(
+            stored_event.topic,
+            stored_event.originator_id,
+            stored_event.originator_version,
+            stored_event.state,
+        )
+
+    def decode(
+        self, topic: str, originator_id: UUID | str, version: int, data: bytes
+    ) -> CanMutateAggregate[UUID]:
+        """The event of ``topic`` with this identity stored as ``data``: the Mapper's
+        ``to_domain_event`` without building a ``StoredEvent`` first."""
+        plan = self._plans.get(topic) or self._plan(topic)
+        try:
+            if self.cipher:
+                data = self.cipher.decrypt(data)
+            if self.compressor:
+                data = self.compressor.decompress(data)
+            state: dict[str, Any] = self.transcoder.decode(data)
+        except Exception as error:
+            msg = (
+                f"Failed to deserialise state of stored event with topic '{topic}', "
+                f"originator_id '{originator_id}' and originator_version {version}: {error}"
+            )
+            raise MapperDeserialisationError(msg) from error
+        event_class = plan.event_class
+        if originator_id.__class__ is not UUID:  # as the Mapper converts it
+            convert = find_id_convertor(event_class, cast(Hashable, type(originator_id)))
+            originator_id = convert(originator_id)
+        state["originator_id"] = originator_id
+        state["originator_version"] = version
+        from_version = state.pop("class_version", 1)
+        while from_version < plan.class_version:
+            getattr(event_class, f"upcast_v{from_version}_v{from_version + 1}")(state)
+            from_version += 1
+        for name, known, parse in plan.fields:
             value = state.get(name)
             if isinstance(value, str):
-                state[name] = convert(value)
-        return event
+                parsed = known.get(value)
+                state[name] = parse(value) if parsed is None else parsed
+        event: Any = object.__new__(event_class)
+        object.__setattr__(event, "__dict__", state)
+        return cast("CanMutateAggregate[UUID]", event)
+
+    def _plan(self, topic: str) -> DecodingPlan:
+        event_class = resolve_topic(topic)
+        fields = tuple(
+            (name, self._parsed[kind].known, self._parsed[kind])
+            for name, kind in conversions(event_class)
+            if name not in IDENTITY  # set from the stored event's identity, typed already
+        )
+        plan = DecodingPlan(event_class, getattr(event_class, "class_version", 1), fields)
+        self._plans[topic] = plan
+        return plan

@@ -31,22 +31,22 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from uuid import UUID
 
 import orjson
 
-from domain.audit_checks import TRADE, check_trade_sides
+from domain.audit_checks import BOTH_SIDES, TRADE, check_trade_sides
 from domain.invariants import check_balances, check_ledger, check_reservations
 from domain.markets import Market
 from domain.state_hash import state_hash
-from infra.redis import create_redis
-from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from infra.topics import TopicMap
-from projections.audit_compare import Difference, compare_mysql, compare_redis
 from projections.audit_read import Position
 from projections.audit_replay import Cut, EventPlace, Replay, Violation, replay
+
+if TYPE_CHECKING:  # the comparison's modules (SQLAlchemy, redis) load only to compare
+    from projections.audit_compare import Difference
 
 CATCH_UP_SECONDS = 30.0
 """How long the comparison waits for the projections to reach the end the replay read."""
@@ -56,8 +56,12 @@ SHOWN = 50
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-@dataclass
+@dataclass(repr=False)
 class AuditReport:
+    """What ``audit`` found. Its ``repr`` is short: ``asyncio.run`` (3.11) writes the repr
+    of its finished task, result included, when it restores the SIGINT handler, and
+    the whole replayed state took about a second to write."""
+
     ok: bool
     state_hash: str
     replay: Replay
@@ -67,6 +71,9 @@ class AuditReport:
     """What was compared (empty: nothing)."""
     cut: Cut = field(default_factory=Cut)
     rebuilt: bool = False
+
+    def __repr__(self) -> str:
+        return f"AuditReport(ok={self.ok}, state_hash={self.state_hash!r})"
 
     @property
     def events_per_second(self) -> float:
@@ -135,10 +142,12 @@ def conclude(replayed: Replay) -> list[Violation]:
     named("locked_funds", check_reservations(accounts, venues))
     named("ledger", check_ledger(replayed.ledger, accounts, settled=True))
 
+    filled, settled = replayed.filled, replayed.settled
     for trade_id, trade in replayed.trades.items():
-        problems = check_trade_sides(
-            trade, replayed.filled.get(trade_id, 0), replayed.settled.get(trade_id, 0)
-        )
+        fills, settlements = filled.get(trade_id, 0), settled.get(trade_id, 0)
+        if fills == settlements == BOTH_SIDES:  # all is well: nothing to say (the usual case)
+            continue
+        problems = check_trade_sides(trade, fills, settlements)
         if problems:
             executed = EventPlace(str(trade.tape_id), trade.version, "bitex.market.TradeExecuted")
             message = f"trade {trade_id}: " + "; ".join(problems)
@@ -239,6 +248,9 @@ async def compare_read_models(
 ) -> list[Difference]:
     """MySQL's and Redis's differences from the replayed state, once they have caught up."""
     from infra.mysql import create_engine
+    from infra.redis import create_redis
+    from infra.redis_keys import RedisKeys
+    from projections.audit_compare import Difference, compare_mysql, compare_redis
     from projections.mysql_projection import NAME as MYSQL
     from projections.mysql_projection import load_positions
     from projections.redis_projection import RedisProjection

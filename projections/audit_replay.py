@@ -27,25 +27,23 @@ means adding its aggregate topic to a side's ``handlers``.
 from __future__ import annotations
 
 import asyncio
+import copyreg
 import gc
 import hashlib
+import io
 import multiprocessing
 import os
+import pickle
 import time
 import traceback
-import typing
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
-from types import UnionType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
-
-import orjson
-from eventsourcing.persistence import StoredEvent
 
 from domain.accounts import Account
 from domain.aggregates import market_id_for
@@ -68,14 +66,19 @@ from domain.replay import Replayer
 from domain.users import User
 from domain.venue import TradeTape
 from infra.event_records import EVENT_ID, EVENT_TOPIC, EVENT_VERSION
-from infra.serialization import EventMapper, OrjsonTranscoder
+from infra.serialization import EventMapper
 from infra.settings import Settings
 from infra.topics import TopicMap
-from projections.audit_compare import ReadModelDigests, TickerWindows
 from projections.audit_read import EventReader, Position, Record, partition_ends
 from projections.base import DomainEvent
 
+if TYPE_CHECKING:  # loaded only to compare (they import SQLAlchemy and redis)
+    from projections.audit_compare import ReadModelDigests, TickerWindows
+
 DIGEST_SIZE = 16
+PARSED_VALUES = 1 << 18
+"""Ids, times and amounts a side's ``EventMapper`` keeps parsed, per type (about 50 MB
+at most each: an order's id recurs in its events over the whole of its life)."""
 
 # Checks a replay reports itself (``domain.audit_checks`` names the others).
 VERSION_GAP = "version_gap"
@@ -163,72 +166,6 @@ def parse_offsets(spec: str, topics: TopicMap) -> dict[Position, int]:
     return found
 
 
-def uuid_fields(*aggregates: type) -> frozenset[str]:
-    """Names of the fields typed ``UUID`` (or ``UUID | None``) in every event class of the
-    aggregates that has them."""
-    typed: dict[str, bool] = {}
-    for aggregate in aggregates:
-        for event_class in vars(aggregate).values():
-            if not (isinstance(event_class, type) and hasattr(event_class, "TOPIC")):
-                continue
-            if not issubclass(event_class, aggregate.Event):  # type: ignore[attr-defined]
-                continue
-            for name, hint in typing.get_type_hints(event_class).items():
-                options = typing.get_args(hint) if isinstance(hint, UnionType) else (hint,)
-                is_uuid = UUID in options and set(options) <= {UUID, type(None)}
-                typed[name] = typed.get(name, True) and is_uuid
-    return frozenset(name for name, is_uuid in typed.items() if is_uuid and name != "originator_id")
-
-
-class InterningTranscoder(OrjsonTranscoder):
-    """The Mapper's orjson decoding, with the values of UUID fields taken from a cache.
-
-    ``EventMapper`` converts a field only while it is still a string, so it
-    finds these done: the same ``UUID`` objects, parsed once per id rather than
-    once per event (an order's id comes back in every event about it), and the
-    timestamp parsed once per run of events with the same time (as the Mapper
-    parses it). The event classes, topic resolution and every other conversion
-    stay the Mapper's; ``tests/unit/test_audit.py`` checks the events come out
-    equal.
-    """
-
-    LIMIT = 1_000_000
-
-    def __init__(self, fields: frozenset[str]) -> None:
-        self.fields = tuple(sorted(fields))
-        self.ids: dict[str, UUID] = {}
-        self._stamp: tuple[str, datetime] = ("", datetime.min)
-        """The last timestamp parsed: a command's events follow each other with its time."""
-
-    def decode(self, data: bytes) -> Any:
-        state = orjson.loads(data)
-        stamp = state.get("timestamp")
-        if stamp.__class__ is str:
-            last, moment = self._stamp
-            if stamp != last:
-                moment = datetime.fromisoformat(stamp)
-                self._stamp = (stamp, moment)
-            state["timestamp"] = moment
-        ids = self.ids
-        for name in self.fields:
-            value = state.get(name)
-            if value.__class__ is str:
-                known = ids.get(value)
-                if known is None:
-                    if len(ids) >= self.LIMIT:
-                        ids.clear()
-                    known = ids[value] = UUID(value)
-                state[name] = known
-        return state
-
-
-def audit_mapper() -> EventMapper:
-    """The EventMapper, decoding through an ``InterningTranscoder``."""
-    mapper = EventMapper()
-    mapper.transcoder = InterningTranscoder(uuid_fields(Account, Order, TradeTape, User))
-    return mapper
-
-
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """No cyclic garbage collection while replaying.
@@ -264,7 +201,7 @@ class Side:
 
     def __init__(self, markets: dict[str, Market], until: datetime | None, compare: bool) -> None:
         self.replayer = Replayer(markets)
-        self.mapper = audit_mapper()
+        self.mapper = EventMapper(parsed_limit=PARSED_VALUES)
         self.tracker = VersionTracker(DIGEST_SIZE)
         self.until = until
         self.compare = compare
@@ -288,7 +225,7 @@ class Side:
         see = self.tracker.see
         blake2b = hashlib.blake2b
         routes, ids = self._routes, self._ids
-        to_event = self.mapper.to_domain_event
+        decode = self.mapper.decode
         until, after_cut = self.until, self._after_cut
         only = self.only
         new = Verdict.NEW
@@ -330,7 +267,7 @@ class Side:
                 continue
             aggregate_id = ids.get(raw_id) or self._id(raw_id)
             try:
-                event = to_event(StoredEvent(aggregate_id, version, route.topic, value))
+                event = decode(route.topic, aggregate_id, version, value)
             except Exception as error:
                 self._halt(raw_id, UNDECODABLE, f"cannot be decoded: {error}", route, offset)
                 continue
@@ -419,6 +356,18 @@ class Side:
         self.violations.append(Violation(check, message, (place,)))
 
 
+def _digests(markets: dict[str, Market]) -> ReadModelDigests:
+    from projections.audit_compare import ReadModelDigests
+
+    return ReadModelDigests(markets)
+
+
+def _windows(markets: dict[str, Market]) -> TickerWindows:
+    from projections.audit_compare import TickerWindows
+
+    return TickerWindows(markets)
+
+
 def executed(event: TradeTape.TradeExecuted, symbol: str) -> ExecutedTrade:
     return ExecutedTrade(
         event.trade_id,
@@ -451,7 +400,7 @@ class AccountSide(Side):
         self.trades = trades
         self.settled: dict[str, int] = {}
         """Per trade, its sides settled (a sum of ``SIDE_COUNT``)."""
-        self.digests = ReadModelDigests(markets) if compare else None
+        self.digests = _digests(markets) if compare else None
         self.handlers = {Account.TOPIC: self._account, User.TOPIC: self._replay}
         self.others = frozenset({Order.TOPIC, TradeTape.TOPIC})
 
@@ -539,7 +488,7 @@ class MarketSide(Side):
         self.filled: dict[str, int] = {}
         """Per trade, its sides filled (a sum of ``SIDE_COUNT``)."""
         self.symbols = {market_id_for(symbol): symbol for symbol in markets}
-        self.windows = TickerWindows(markets) if compare else None
+        self.windows = _windows(markets) if compare else None
         self.handlers = {Order.TOPIC: self._order, TradeTape.TOPIC: self._tape}
         self.others = frozenset({Account.TOPIC, User.TOPIC})
 
@@ -591,9 +540,10 @@ class MarketSide(Side):
             self.violations.append(Violation("book", f"at the end: {problem}"))
 
 
-@dataclass
+@dataclass(repr=False)
 class Replay:
-    """A rebuilt state with what was found on the way."""
+    """A rebuilt state with what was found on the way (a short ``repr``: the state is
+    millions of objects, see ``projections.audit.AuditReport``)."""
 
     replayer: Replayer
     ledger: Ledger
@@ -609,6 +559,9 @@ class Replay:
     positions: dict[Position, int]
     records: int
     seconds: float
+
+    def __repr__(self) -> str:
+        return f"Replay({self.counts['events']} events, {len(self.violations)} violations)"
 
 
 def merge(accounts: AccountResult, market: MarketSide, positions: dict[Position, int]) -> Replay:
@@ -659,6 +612,26 @@ async def read_into(
             async for records in reader.batches(topic, partition, start, end):
                 side.feed(topic, partition, records)
                 tick(len(records))
+
+
+def _uuid_by_int(value: UUID) -> tuple[type[UUID], tuple[None, None, None, None, int]]:
+    return UUID, (None, None, None, None, value.int)
+
+
+class _ResultPickler(pickle.Pickler):
+    """Pickles a UUID as ``UUID(int=...)``: half the time of its own ``__getstate__``,
+    and a child hands back hundreds of thousands (its accounts' orders)."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self.dispatch_table = {**copyreg.dispatch_table, UUID: _uuid_by_int}
+
+
+def handed_back(result: object) -> bytes:
+    """``result`` as the child sends it (``pickle.loads`` reads it)."""
+    buffer = io.BytesIO()
+    _ResultPickler(buffer).dump(result)
+    return buffer.getvalue()
 
 
 def _account_process(
@@ -839,7 +812,7 @@ class Child:
             if not self._process.is_alive() and not self._receiver.poll(0):
                 msg = f"the account replay process died (exit code {self._process.exitcode})"
                 raise RuntimeError(msg)
-        status, payload = self._receiver.recv()
+        status, payload = pickle.loads(self._receiver.recv_bytes())
         if status != "ok":
             msg = f"the account replay process failed:\n{payload}"
             raise RuntimeError(msg)
