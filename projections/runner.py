@@ -1,6 +1,6 @@
 """The projections worker: one Faust agent reads every event topic and feeds each read model.
 
-``bitex worker projections`` runs it. Batches come from ``stream.take_events``;
+``bitex worker projections`` runs it. Batches come from ``infra.faust_app.batches``;
 each projection applies a batch in one transaction of its own store, with the
 offsets and versions it applied, so the worker can die at any instant: what a
 store has is exactly a prefix of each partition. Faust acknowledges a batch
@@ -23,7 +23,7 @@ from opentelemetry.trace import use_span
 
 from domain.markets import Market
 from infra.event_records import message_headers
-from infra.faust_app import faust_app
+from infra.faust_app import batches, faust_app
 from infra.health import Check, mysql_check
 from infra.kafka_io import end_offsets
 from infra.logs import json_logs, log_level, logging_config
@@ -203,7 +203,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
     @app.agent(channel, name="bitex-projections")
     async def project(stream: faust.StreamT[bytes]) -> None:
         assert isinstance(stream, Stream)
-        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+        async for events in batches(stream, BATCH_SIZE, BATCH_WITHIN):
             await runtime.process(
                 [
                     (

@@ -30,7 +30,7 @@ from faust.streams import Stream
 
 from domain.markets import Market
 from infra.event_records import EVENT_ID, cause_offset, header, message_headers, stored_event
-from infra.faust_app import faust_app
+from infra.faust_app import batches, faust_app
 from infra.kafka_io import end_offsets, read_partition
 from infra.logs import json_logs, log_level, logging_config
 from infra.metrics import (
@@ -375,7 +375,7 @@ def build_app(role: Role, settings: Settings | None = None, instance: int = 0) -
     @app.agent(inbox, name=f"bitex-{role.name}-processor")
     async def process(stream: faust.StreamT[bytes]) -> None:
         assert isinstance(stream, Stream)
-        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+        async for events in batches(stream, BATCH_SIZE, BATCH_WITHIN):
             batch = [
                 InRecord(
                     event.message.partition,
