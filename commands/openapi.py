@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from domain.markets import MARKET_FIELDS
 from infra.openapi import (
     DECIMAL,
     NULLABLE_DECIMAL,
@@ -162,19 +163,7 @@ SCHEMAS: Json = {
             "maker_fee": string('a rate in [0, 1), e.g. "0.001"'),
             "taker_fee": string("a rate in [0, 1)"),
         },
-        (
-            "base",
-            "base_scale",
-            "quote",
-            "quote_scale",
-            "tick_size",
-            "lot_size",
-            "min_quantity",
-            "max_quantity",
-            "min_notional",
-            "maker_fee",
-            "taker_fee",
-        ),
+        MARKET_FIELDS,
     ),
     "ListedMarket": object_schema(
         {

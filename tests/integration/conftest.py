@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -19,6 +23,7 @@ from infra.mysql import create_engine
 from infra.redis import create_redis
 from infra.redis_keys import RedisKeys
 from infra.settings import Settings
+from infra.topics import TopicMap
 
 RUN_ID = uuid.uuid4().hex[:10]
 
@@ -75,13 +80,36 @@ async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+def _scratch_database(settings: Settings) -> Iterator[Settings]:
+    database = f"{settings.mysql_database}_it_{uuid.uuid4().hex[:10]}"
+    yield create_database(settings, database)
+    drop_database(settings, database)
+
+
 @pytest.fixture
 def read_db(settings: Settings) -> Iterator[Settings]:
     """Settings pointing at a fresh, migrated scratch database, dropped after the test."""
-    database = f"{settings.mysql_database}_it_{uuid.uuid4().hex[:10]}"
-    scratch = create_database(settings, database)
-    yield scratch
-    drop_database(settings, database)
+    yield from _scratch_database(settings)
+
+
+@pytest.fixture(scope="module")
+def scratch_db() -> Iterator[Settings]:
+    """The same for a whole module (one exchange serving every test of it)."""
+    yield from _scratch_database(Settings.from_env())
+
+
+async def bitex_cli(
+    topics: TopicMap, *args: str, settings: Settings | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``bitex`` CLI on a test's topics (and its database, if given), as an
+    operator would."""
+    env = {**os.environ, "BITEX_TOPIC_PREFIX": topics.prefix}
+    if settings is not None:
+        env["BITEX_MYSQL_DATABASE"] = settings.mysql_database
+    command = [sys.executable, "-m", "infra.cli", *args]
+    return await asyncio.to_thread(
+        subprocess.run, command, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture

@@ -9,13 +9,10 @@ on a loopback port.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -31,10 +28,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from infra.api import create_api
 from infra.auth import signed_headers
 from infra.kafka_io import end_offsets
-from infra.migrate import create_database, drop_database
 from infra.settings import Settings
 from infra.topics import TopicMap
 from streams.workers import WORKER_ROLES, WriteSide
+from tests.integration.conftest import bitex_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -91,14 +88,6 @@ class Exchange:
         return {asset: (free, locked) for asset, free, locked in held if free or locked}
 
 
-@pytest.fixture(scope="module")
-def scratch_db() -> Iterator[Settings]:
-    settings = Settings.from_env()
-    database = f"{settings.mysql_database}_it_{uuid.uuid4().hex[:10]}"
-    yield create_database(settings, database)
-    drop_database(settings, database)
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def exchange(
     scratch_db: Settings, tmp_path_factory: pytest.TempPathFactory
@@ -125,7 +114,9 @@ async def exchange(
             while not server.started:
                 assert not serving.done(), serving.exception()
                 await asyncio.sleep(0.02)
-        added = await _bitex(topics, "operator", "add", "--email", OPERATOR, "--password", PASSWORD)
+        added = await bitex_cli(
+            topics, "operator", "add", "--email", OPERATOR, "--password", PASSWORD
+        )
         assert added.returncode == 0, added.stderr
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             yield Exchange(url, scratch_db, topics, http)
@@ -136,15 +127,6 @@ async def exchange(
         sock.close()
         side.stop()
         await side.delete_topics()
-
-
-async def _bitex(topics: TopicMap, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the ``bitex`` CLI against the test's topics, as an operator would."""
-    env = {**os.environ, "BITEX_TOPIC_PREFIX": topics.prefix}
-    command = [sys.executable, "-m", "infra.cli", *args]
-    return await asyncio.to_thread(
-        subprocess.run, command, env=env, capture_output=True, text=True, timeout=120
-    )
 
 
 async def _wait_until(check: Callable[[], Any], timeout: float = 10) -> Any:
@@ -691,7 +673,7 @@ async def test_openapi_documents_reads_and_writes(exchange: Exchange) -> None:
 async def test_operators_are_added_from_the_command_line(exchange: Exchange) -> None:
     def add(email: str, password: str, *flags: str) -> Any:
         arguments = ("operator", "add", "--email", email, "--password", password, *flags)
-        return _bitex(exchange.topics, *arguments)
+        return bitex_cli(exchange.topics, *arguments)
 
     again = await add(OPERATOR, PASSWORD)
     assert again.returncode == 1

@@ -9,12 +9,9 @@ URL), so that ``bitex replay`` audits exactly this session.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -31,11 +28,11 @@ from domain.money import Asset
 from infra.api import create_api
 from infra.kafka_io import end_offsets
 from infra.market_listing import market_json
-from infra.migrate import create_database, drop_database
 from infra.settings import Settings
 from infra.topics import TopicMap
 from projections.runner import wait_projected
 from streams.workers import WORKER_ROLES, WriteSide
+from tests.integration.conftest import bitex_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -88,14 +85,6 @@ class Session:
         return await self.http.post("/v1/admin/markets", content=content, headers=auth)
 
 
-@pytest.fixture(scope="module")
-def scratch_db() -> Iterator[Settings]:
-    settings = Settings.from_env()
-    database = f"{settings.mysql_database}_it_{uuid.uuid4().hex[:10]}"
-    yield create_database(settings, database)
-    drop_database(settings, database)
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def session(
     scratch_db: Settings, tmp_path_factory: pytest.TempPathFactory
@@ -124,9 +113,10 @@ async def session(
             while not server.started:
                 assert not serving.done(), serving.exception()
                 await asyncio.sleep(0.02)
-        added = await bitex(
-            topics, scratch_db, "operator", "add", "--email", OPERATOR, "--password", PASSWORD
-        )
+        added = await bitex_cli(
+            topics, "operator", "add", "--email", OPERATOR, "--password", PASSWORD,
+            settings=scratch_db,
+        )  # fmt: skip
         assert added.returncode == 0, added.stderr
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             yield Session(url, scratch_db, topics, side, http)
@@ -137,21 +127,6 @@ async def session(
         sock.close()
         side.stop()
         await side.delete_topics()
-
-
-async def bitex(
-    topics: TopicMap, settings: Settings, *args: str
-) -> subprocess.CompletedProcess[str]:
-    """The ``bitex`` CLI on this session's topics and database, as an operator runs it."""
-    env = {
-        **os.environ,
-        "BITEX_TOPIC_PREFIX": topics.prefix,
-        "BITEX_MYSQL_DATABASE": settings.mysql_database,
-    }
-    command = [sys.executable, "-m", "infra.cli", *args]
-    return await asyncio.to_thread(
-        subprocess.run, command, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 BAD_LISTINGS: list[tuple[str, Any, int, str]] = [
@@ -269,14 +244,16 @@ async def test_an_operator_lists_a_market_users_trade_in_it_and_the_log_audits_c
     await session.side.wait_idle()
     await wait_projected(session.settings, session.topics, timeout=60)
     report_path = tmp_path / "report.json"
-    replay = await bitex(
-        session.topics, session.settings, "replay", "--quiet", "--report", str(report_path)
+    replay = await bitex_cli(
+        session.topics, "replay", "--quiet", "--report", str(report_path), settings=session.settings
     )
     assert replay.returncode == 0, replay.stdout + replay.stderr
     report = orjson.loads(report_path.read_bytes())
     assert report["ok"] is True
     assert report["violations"] == []
     assert report["state"]["trades"] == 1
-    statement = await bitex(session.topics, session.settings, "statement", "--account", "fees")
+    statement = await bitex_cli(
+        session.topics, "statement", "--account", "fees", settings=session.settings
+    )
     assert statement.returncode == 0, statement.stderr
     assert "SOL" in statement.stdout  # the taker fee, in the asset of the new market

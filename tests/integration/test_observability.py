@@ -9,12 +9,9 @@ prefix and scratch database; spans are exported to each role's log
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +22,10 @@ import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
-from infra.migrate import create_database, drop_database
 from infra.settings import Settings
 from infra.topics import TopicMap
 from streams.workers import WriteSide, free_port
+from tests.integration.conftest import bitex_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -72,14 +69,6 @@ class Session:
         return found
 
 
-@pytest.fixture(scope="module")
-def scratch_db() -> Iterator[Settings]:
-    settings = Settings.from_env()
-    database = f"{settings.mysql_database}_obs_{uuid.uuid4().hex[:10]}"
-    yield create_database(settings, database)
-    drop_database(settings, database)
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def session(
     scratch_db: Settings, tmp_path_factory: pytest.TempPathFactory
@@ -100,21 +89,15 @@ async def session(
             side.start(role)
         for role in ROLES:
             await side.wait_ready(role)
-        added = await _bitex(topics, "operator", "add", "--email", OPERATOR, "--password", PASSWORD)
+        added = await bitex_cli(
+            topics, "operator", "add", "--email", OPERATOR, "--password", PASSWORD
+        )
         assert added.returncode == 0, added.stderr
         async with httpx.AsyncClient(base_url=side.base_url("gateway"), timeout=30) as http:
             yield await _trade(side, http)
     finally:
         side.stop()
         await side.delete_topics()
-
-
-async def _bitex(topics: TopicMap, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BITEX_TOPIC_PREFIX": topics.prefix}
-    command = [sys.executable, "-m", "infra.cli", *args]
-    return await asyncio.to_thread(
-        subprocess.run, command, env=env, capture_output=True, text=True, timeout=120
-    )
 
 
 async def _trade(side: WriteSide, http: httpx.AsyncClient) -> Session:
