@@ -9,6 +9,9 @@ prefix and scratch database; spans are exported to each role's log
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -277,3 +280,44 @@ async def test_every_role_serves_what_it_counts(session: Session) -> None:
     )
     assert orders >= 2
     assert _total(gateway, "bitex_orders_total", outcome="accepted") >= 2
+
+
+@pytest.mark.parametrize(
+    ("only", "checks"), [("commands", {"kafka", "mysql", "redis"}), ("queries", {"mysql", "redis"})]
+)
+async def test_each_gateway_alone_answers_its_probes_and_metrics(
+    session: Session, only: str, checks: set[str]
+) -> None:
+    """``bitex serve --only ...``: the gateways as their own Deployments run them."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **session.side.env,
+        "BITEX_TOPIC_PREFIX": session.side.topics.prefix,
+        "BITEX_HTTP_PORT": str(port),
+    }
+    command = [sys.executable, "-m", "infra.cli", "serve", "--only", only]
+    gateway = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    alive = await http.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    assert gateway.poll() is None, f"serve --only {only} exited"
+                    assert time.monotonic() < deadline, f"serve --only {only} never answered"
+                    await asyncio.sleep(0.2)
+            ready = await http.get("/readyz")
+            metrics = await http.get("/metrics")
+    finally:
+        gateway.terminate()
+        gateway.wait(15)
+    assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
+    assert ready.status_code == 200, ready.text
+    assert set(ready.json()["checks"]) == checks
+    served = _samples(metrics.text)
+    assert _total(served, "bitex_http_requests_total", route="/healthz", status="200") >= 1
