@@ -14,12 +14,27 @@ from uuid import UUID
 from domain.aggregates import account_id_for, order_id_for
 from domain.errors import DomainError
 from domain.exchange import Exchange
+from domain.markets import FeeRate, Market
 from domain.matching import SelfTradePrevention, Side, TimeInForce
+from domain.money import Asset
 from domain.orders import OrderType
 from infra import messages
 from infra.messages import Command
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+SOL_USDT = Market(
+    base=Asset("SOL", 9),
+    quote=Asset("USDT", 6),
+    tick_size=Decimal("0.001"),
+    lot_size=Decimal("0.01"),
+    min_quantity=Decimal("0.01"),
+    max_quantity=Decimal("100000"),
+    min_notional=Decimal("1"),
+    maker_fee=FeeRate(Decimal("0.0005")),
+    taker_fee=FeeRate(Decimal("0.001")),
+)
+"""A market beyond the demo ones, with an asset of its own, for the listing tests."""
 
 MARKETS = {
     # symbol: (mid price, price step, lot, max lots per order)

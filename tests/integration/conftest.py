@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+import uvicorn
 from sqlalchemy.engine import Engine
 
 from domain.markets import Market, demo_markets
+from infra.api import create_api
 from infra.health import ServicesUnavailable, check_services
 from infra.kafka_admin import delete_topics
 from infra.market_listing import seed_catalog
@@ -24,6 +29,7 @@ from infra.redis import create_redis
 from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from infra.topics import TopicMap
+from streams.workers import WORKER_ROLES, WriteSide
 
 RUN_ID = uuid.uuid4().hex[:10]
 
@@ -96,6 +102,49 @@ def read_db(settings: Settings) -> Iterator[Settings]:
 def scratch_db() -> Iterator[Settings]:
     """The same for a whole module (one exchange serving every test of it)."""
     yield from _scratch_database(Settings.from_env())
+
+
+@asynccontextmanager
+async def live_exchange(
+    scratch_db: Settings, topics: TopicMap, logs: Path, operator: tuple[str, str]
+) -> AsyncIterator[tuple[WriteSide, str]]:
+    """The processors and the projections as processes on ``topics`` (the demo markets
+    listed on the way), both gateways served in this process on a loopback port, and an
+    operator (email, password) added by the CLI: (the write side, the base URL)."""
+    side = WriteSide(
+        scratch_db, topics, logs, env={"BITEX_MYSQL_DATABASE": scratch_db.mysql_database}
+    )
+    await side.create_topics()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    app = create_api(scratch_db, topics)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    serving: asyncio.Task[None] | None = None
+    try:
+        for role in (*WORKER_ROLES, "projections"):
+            side.start(role)
+        for role in (*WORKER_ROLES, "projections"):
+            await side.wait_ready(role)
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        async with asyncio.timeout(20):
+            while not server.started:
+                assert not serving.done(), serving.exception()
+                await asyncio.sleep(0.02)
+        email, password = operator
+        added = await bitex_cli(
+            topics, "operator", "add", "--email", email, "--password", password,
+            settings=scratch_db,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        yield side, url
+    finally:
+        server.should_exit = True
+        if serving is not None:
+            await asyncio.wait_for(serving, 15)
+        sock.close()
+        side.stop()
+        await side.delete_topics()
 
 
 async def bitex_cli(

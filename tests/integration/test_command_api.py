@@ -9,7 +9,6 @@ on a loopback port.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -22,16 +21,13 @@ import httpx
 import orjson
 import pytest
 import pytest_asyncio
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
-from infra.api import create_api
 from infra.auth import signed_headers
 from infra.kafka_io import end_offsets
 from infra.settings import Settings
 from infra.topics import TopicMap
-from streams.workers import WORKER_ROLES, WriteSide
-from tests.integration.conftest import bitex_cli
+from tests.integration.conftest import bitex_cli, live_exchange
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -94,39 +90,11 @@ async def exchange(
 ) -> AsyncIterator[Exchange]:
     topics = TopicMap(prefix=f"it-cmd-{uuid.uuid4().hex[:10]}-")
     logs: Path = tmp_path_factory.mktemp("logs")
-    side = WriteSide(
-        scratch_db, topics, logs, env={"BITEX_MYSQL_DATABASE": scratch_db.mysql_database}
-    )
-    await side.create_topics()
-    app = create_api(scratch_db, topics)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    serving: asyncio.Task[None] | None = None
-    try:
-        for role in (*WORKER_ROLES, "projections"):
-            side.start(role)
-        for role in (*WORKER_ROLES, "projections"):
-            await side.wait_ready(role)
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        async with asyncio.timeout(20):
-            while not server.started:
-                assert not serving.done(), serving.exception()
-                await asyncio.sleep(0.02)
-        added = await bitex_cli(
-            topics, "operator", "add", "--email", OPERATOR, "--password", PASSWORD
-        )
-        assert added.returncode == 0, added.stderr
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            yield Exchange(url, scratch_db, topics, http)
-    finally:
-        server.should_exit = True
-        if serving is not None:
-            await asyncio.wait_for(serving, 15)
-        sock.close()
-        side.stop()
-        await side.delete_topics()
+    async with (
+        live_exchange(scratch_db, topics, logs, (OPERATOR, PASSWORD)) as (_, url),
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        yield Exchange(url, scratch_db, topics, http)
 
 
 async def _wait_until(check: Callable[[], Any], timeout: float = 10) -> Any:

@@ -9,7 +9,6 @@ URL), so that ``bitex replay`` audits exactly this session.
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,34 +20,21 @@ import httpx
 import orjson
 import pytest
 import pytest_asyncio
-import uvicorn
 
-from domain.markets import FeeRate, Market, market_fields
-from domain.money import Asset
-from infra.api import create_api
+from domain.markets import market_fields
 from infra.kafka_io import end_offsets
 from infra.market_listing import market_json
 from infra.settings import Settings
 from infra.topics import TopicMap
 from projections.runner import wait_projected
-from streams.workers import WORKER_ROLES, WriteSide
-from tests.integration.conftest import bitex_cli
+from streams.workers import WriteSide
+from tests.integration.conftest import bitex_cli, live_exchange
+from tests.workload import SOL_USDT
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 PASSWORD = "correct horse battery"
 OPERATOR = "lister@example.com"
-SOL_USDT = Market(
-    base=Asset("SOL", 9),
-    quote=Asset("USDT", 6),
-    tick_size=Decimal("0.001"),
-    lot_size=Decimal("0.01"),
-    min_quantity=Decimal("0.01"),
-    max_quantity=Decimal("100000"),
-    min_notional=Decimal("1"),
-    maker_fee=FeeRate(Decimal("0.0005")),
-    taker_fee=FeeRate(Decimal("0.001")),
-)
 LISTING: dict[str, Any] = dict(market_fields(SOL_USDT))
 
 
@@ -90,43 +76,12 @@ async def session(
     scratch_db: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Session]:
     topics = TopicMap(prefix=f"it-list-{uuid.uuid4().hex[:10]}-")
-    side = WriteSide(
-        scratch_db,
-        topics,
-        tmp_path_factory.mktemp("logs"),
-        env={"BITEX_MYSQL_DATABASE": scratch_db.mysql_database},
-    )
-    await side.create_topics()
-    app = create_api(scratch_db, topics)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    serving: asyncio.Task[None] | None = None
-    try:
-        for role in (*WORKER_ROLES, "projections"):
-            side.start(role)
-        for role in (*WORKER_ROLES, "projections"):
-            await side.wait_ready(role)  # the demo markets are listed on the way
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        async with asyncio.timeout(20):
-            while not server.started:
-                assert not serving.done(), serving.exception()
-                await asyncio.sleep(0.02)
-        added = await bitex_cli(
-            topics, "operator", "add", "--email", OPERATOR, "--password", PASSWORD,
-            settings=scratch_db,
-        )  # fmt: skip
-        assert added.returncode == 0, added.stderr
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            yield Session(url, scratch_db, topics, side, http)
-    finally:
-        server.should_exit = True
-        if serving is not None:
-            await asyncio.wait_for(serving, 15)
-        sock.close()
-        side.stop()
-        await side.delete_topics()
+    logs = tmp_path_factory.mktemp("logs")
+    async with (
+        live_exchange(scratch_db, topics, logs, (OPERATOR, PASSWORD)) as (side, url),
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        yield Session(url, scratch_db, topics, side, http)
 
 
 BAD_LISTINGS: list[tuple[str, Any, int, str]] = [

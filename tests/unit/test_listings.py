@@ -12,7 +12,7 @@ import pytest
 from domain.aggregates import account_id_for, market_id_for
 from domain.exchange import Exchange
 from domain.invariants import check_state
-from domain.markets import FeeRate, Market, demo_markets, market_fields, market_from_fields
+from domain.markets import Market, demo_markets, market_fields, market_from_fields
 from domain.money import Asset
 from domain.replay import Replayer
 from domain.state_hash import state_hash
@@ -27,19 +27,8 @@ from streams.local import LocalCluster
 from streams.matching_processor import MatchingProcessor
 from streams.rebuild import rebuild
 from streams.records import OutRecord
-from tests.workload import T0, Workload, apply_to_exchange
+from tests.workload import SOL_USDT, T0, Workload, apply_to_exchange
 
-SOL_USDT = Market(
-    base=Asset("SOL", 9),
-    quote=Asset("USDT", 6),
-    tick_size=Decimal("0.001"),
-    lot_size=Decimal("0.01"),
-    min_quantity=Decimal("0.01"),
-    max_quantity=Decimal("100000"),
-    min_notional=Decimal("1"),
-    maker_fee=FeeRate(Decimal("0.0005")),
-    taker_fee=FeeRate(Decimal("0.001")),
-)
 OPERATOR = "operator-desk"
 
 
