@@ -257,7 +257,6 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from infra.topics import TopicMap
     from projections.audit import Options, ProgressLine, audit, print_report, write_report
     from projections.audit_replay import Cut, parse_offsets
-    from projections.listings import read_listings
 
     topics = TopicMap.from_env()
     try:
@@ -275,12 +274,11 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         processes=args.processes,
     )
     progress = None if args.quiet else ProgressLine()
-    markets = asyncio.run(read_listings(settings, topics))  # the log says which markets exist
     report = asyncio.run(
         audit(
             settings,
             topics,
-            markets,
+            {},  # the replay finds each market's listing on the log
             options,
             progress,
             log=None if args.quiet else sys.stderr,

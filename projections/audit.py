@@ -39,7 +39,7 @@ import orjson
 from domain.audit_checks import BOTH_SIDES, TRADE, check_trade_sides
 from domain.invariants import check_balances, check_ledger, check_reservations
 from domain.markets import Market
-from domain.state_hash import state_hash
+from domain.state_hash import accounts_part, hash_parts
 from infra.settings import Settings
 from infra.topics import TopicMap
 from projections.audit_read import Position
@@ -194,10 +194,17 @@ async def audit(
     progress: Callable[[int, int], None] | None = None,
     log: TextIO | None = None,
 ) -> AuditReport:
-    """Replay, check, compare: the whole audit (see the module docstring)."""
+    """Replay, check, compare: the whole audit (see the module docstring).
+
+    ``markets`` are those known before the log's first event; the replay learns
+    the others from their listings on the log (``projections.audit_replay``).
+    """
     rebuilt = False
     if options.rebuild:
         from projections.audit_rebuild import rebuild_read_models
+        from projections.listings import read_listings
+
+        markets = {**await read_listings(settings, topics), **markets}  # for the projections
 
         say(log, "rebuild: dropping the MySQL and Redis read models, projecting the log again")
         started = time.perf_counter()
@@ -229,8 +236,7 @@ async def audit(
             "redis tickers",
         ]
         differences = await compare_read_models(settings, topics, replayed)
-    replayer = replayed.replayer
-    digest = state_hash(replayer.accounts.values(), replayer.venues.values())
+    digest = hash_parts(accounts_part(replayed.replayer.accounts.values()), replayed.venue_lines)
     return AuditReport(
         ok=not violations and not differences,
         state_hash=digest,

@@ -189,8 +189,8 @@ class TickerWindows:
 
     def add(self, symbol: str, event: TradeTape.TradeExecuted) -> None:
         window = self.windows.get(symbol)
-        if window is None:
-            return
+        if window is None:  # a market listed during the replay
+            window = self.windows[symbol] = TickerWindow()
         trade = Trade(
             event.originator_version,
             event.trade_id,

@@ -16,6 +16,12 @@ So ``replay`` runs them in two processes: a child takes some of the
 user-events partitions (``share`` balances the work), reads the trades first
 (``TradeTable``) and hands back its accounts, ledger and findings at the end.
 
+The markets come from the log too. Each is listed by a ``TradeTape.Listed``, the
+first event of its tape on the market-events topic, which both processes read
+before anything else: so an account side starts with every market listed
+before the cut, and the markets a replay is given are only those known before
+its first event (none, for ``bitex replay``).
+
 Before an event is decoded its identity is checked (``VersionTracker``): a
 byte-identical copy of a version already applied is skipped and counted; a
 copy with other bytes (a fork) or a version after a gap is a violation, and
@@ -63,6 +69,7 @@ from domain.ledger import Ledger, Leg
 from domain.markets import Market
 from domain.orders import Order
 from domain.replay import Replayer
+from domain.state_hash import venues_part
 from domain.users import User
 from domain.venue import TradeTape
 from infra.event_records import EVENT_ID, EVENT_TOPIC, EVENT_VERSION
@@ -476,6 +483,9 @@ class TradeTable(Side):
         if type(event) is TradeTape.TradeExecuted:
             symbol = self.symbols.get(event.originator_id) or event.trade_id.rpartition(":")[0]
             self.trades.setdefault(event.trade_id, executed(event, symbol))
+        elif type(event) is TradeTape.Listed:  # the market, for the account side after
+            self.replayer.apply(event)
+            self.symbols[event.originator_id] = event.symbol
 
 
 class MarketSide(Side):
@@ -512,6 +522,8 @@ class MarketSide(Side):
     def _tape(self, event: DomainEvent, offset: int) -> None:
         self.replayer.apply(event)
         if type(event) is not TradeTape.TradeExecuted:
+            if type(event) is TradeTape.Listed:
+                self.symbols[event.originator_id] = event.symbol
             return
         tape_id, version = event.originator_id, event.originator_version
         symbol = self.symbols.get(tape_id) or event.trade_id.rpartition(":")[0]
@@ -557,6 +569,8 @@ class Replay:
     digests: ReadModelDigests | None
     windows: TickerWindows | None
     positions: dict[Position, int]
+    venue_lines: bytes
+    """The venues' part of the state hash (``domain.state_hash.venues_part``)."""
     records: int
     seconds: float
 
@@ -564,7 +578,12 @@ class Replay:
         return f"Replay({self.counts['events']} events, {len(self.violations)} violations)"
 
 
-def merge(accounts: AccountResult, market: MarketSide, positions: dict[Position, int]) -> Replay:
+def merge(
+    accounts: AccountResult,
+    market: MarketSide,
+    positions: dict[Position, int],
+    venue_lines: bytes,
+) -> Replay:
     replayer = market.replayer
     replayer.accounts = accounts.accounts
     replayer.users = accounts.users
@@ -582,6 +601,7 @@ def merge(accounts: AccountResult, market: MarketSide, positions: dict[Position,
         digests=accounts.digests,
         windows=market.windows,
         positions=positions,
+        venue_lines=venue_lines,
         records=0,
         seconds=0.0,
     )
@@ -648,18 +668,19 @@ def _account_process(
     (or the error)."""
     try:
         table = TradeTable(markets, until)
-        side = AccountSide(markets, until, compare, table.trades)
 
         def tick(count: int) -> None:
             done.value += count
 
-        async def work() -> None:
+        async def work() -> AccountResult:
             await read_into(table, settings, trade_spans, lambda count: None)
+            side = AccountSide(markets, until, compare, table.trades)  # markets: now listed
             await read_into(side, settings, spans, tick)
+            return side.result()
 
         with collector_paused():
-            asyncio.run(work())
-        connection.send(("ok", side.result()))
+            result = asyncio.run(work())
+        connection.send(("ok", result))
     except BaseException:
         connection.send(("error", traceback.format_exc()))
     finally:
@@ -729,6 +750,7 @@ async def replay(
     now and then with (records read, records to read).
     """
     started = time.perf_counter()
+    markets = dict(markets)  # the listings read are added to it
     account_spans = await plan(settings, [topics.user_events], cut)
     trade_spans = await plan(settings, [topics.market_events], cut)
     order_spans = await plan(settings, [topics.order_events], cut)
@@ -757,18 +779,21 @@ async def replay(
             if child is not None:
                 child.start()
             market = MarketSide(markets, cut.until, compare)
-            accounts = AccountSide(markets, cut.until, compare, market.trades)
             await read_into(market, settings, trade_spans, tick)
+            accounts = AccountSide(markets, cut.until, compare, market.trades)  # now listed
             await read_into(accounts, settings, here, tick)
             await read_into(market, settings, order_spans, tick)
             market.finish()
+            # The markets are final: their part of the state hash, while the child may
+            # still be replaying (two processes finish within a second of each other).
+            venue_lines = venues_part(market.replayer.venues.values())
             results = [accounts.result()]
             if child is not None:
                 results.append(child.result(lambda: tick(0)))
         finally:
             if child is not None:
                 child.stop()
-        replayed = merge(merge_accounts(results), market, positions)
+        replayed = merge(merge_accounts(results), market, positions, venue_lines)
     replayed.records = total
     replayed.seconds = time.perf_counter() - started
     return replayed
@@ -838,8 +863,9 @@ def replay_logs(
     """The same replay, in one process, over partitions held in memory (tests, benchmarks)."""
     cut = cut or Cut()
     started = time.perf_counter()
+    markets = dict(markets)  # the listings read are added to it
     market = MarketSide(markets, cut.until, compare)
-    accounts = AccountSide(markets, cut.until, compare, market.trades)
+    accounts: AccountSide | None = None
     positions: dict[Position, int] = {}
     total = 0
     order = (topics.market_events, topics.user_events, topics.order_events)
@@ -849,12 +875,19 @@ def replay_logs(
         ):
             end = cut.offsets.get((topic, partition))
             taken = [record for record in records if end is None or record[0] < end]
-            side: Side = accounts if topic == topics.user_events else market
+            side: Side = market
+            if topic == topics.user_events:
+                if accounts is None:  # after the market-events: every market listed
+                    accounts = AccountSide(markets, cut.until, compare, market.trades)
+                side = accounts
             side.feed(topic, partition, taken)
             positions[topic, partition] = taken[-1][0] + 1 if taken else 0
             total += len(taken)
         market.finish()
-    replayed = merge(accounts.result(), market, positions)
+    if accounts is None:  # a log without user-events partitions
+        accounts = AccountSide(markets, cut.until, compare, market.trades)
+    venue_lines = venues_part(market.replayer.venues.values())
+    replayed = merge(accounts.result(), market, positions, venue_lines)
     replayed.records = total
     replayed.seconds = time.perf_counter() - started
     return replayed

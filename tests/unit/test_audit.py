@@ -34,7 +34,7 @@ from domain.ledger import AVAILABLE
 from domain.markets import demo_markets
 from domain.matching import Side
 from domain.replay import Replayer
-from domain.state_hash import state_hash
+from domain.state_hash import accounts_part, hash_parts, state_hash
 from domain.users import User
 from infra.event_records import EVENT_ID, EVENT_TOPIC, EVENT_VERSION, event_headers, stored_event
 from infra.serialization import PARSERS, EventMapper, OrjsonTranscoder, conversions
@@ -91,13 +91,16 @@ def fresh_logs() -> Logs:
 
 
 def audited(logs: Logs, cut: Cut | None = None) -> tuple[Replay, list[Any]]:
-    replayed = replay_logs(MARKETS, logs, TOPICS, cut)
+    """The replay as ``bitex replay`` runs it: no market known but those listed on the log."""
+    replayed = replay_logs({}, logs, TOPICS, cut)
     return replayed, replayed.violations + conclude(replayed)
 
 
 def hash_of(replayed: Replay) -> str:
     replayer = replayed.replayer
-    return state_hash(replayer.accounts.values(), replayer.venues.values())
+    digest = state_hash(replayer.accounts.values(), replayer.venues.values())
+    assert hash_parts(accounts_part(replayer.accounts.values()), replayed.venue_lines) == digest
+    return digest
 
 
 def header_of(record: Record, name: str) -> bytes:
@@ -146,6 +149,19 @@ def test_a_session_replays_with_no_violation_to_the_cores_state_hash() -> None:
     assert replayed.counts["events"] == sum(len(records) for records in logs.values())
     assert len(replayed.trades) > 200
     assert replayed.skipped == {}
+
+
+def test_the_replay_learns_the_markets_from_their_listings_on_the_log() -> None:
+    replayed, violations = audited(fresh_logs())
+    assert replayed.replayer.markets == MARKETS
+    # Every settlement was checked against its market (an unknown one is a violation).
+    assert violations == []
+    assert replayed.counts["events"] > 0
+    # Markets known beforehand must agree with the listings.
+    other = {**MARKETS, "BTC-USDT": demo_markets()["ETH-USDT"]}
+    clashing = replay_logs(other, fresh_logs(), TOPICS)
+    refused = [v.message for v in clashing.violations if v.check == REFUSED]
+    assert "BTC-USDT is listed as" in refused[0]
 
 
 def test_identical_duplicates_are_skipped_and_counted() -> None:
