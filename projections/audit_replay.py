@@ -15,6 +15,10 @@ work, and nothing else while they replay:
 So ``replay`` runs them in two processes: a child takes some of the
 user-events partitions (``share`` balances the work), reads the trades first
 (``TradeTable``) and hands back its accounts, ledger and findings at the end.
+Partitions are too coarse to balance the two exactly, and the process with the
+markets has the whole-state checks still to do: so once its reading is done, a
+forked copy of it (``infra.forked``) writes the venues' part of the state hash
+on the core the child is about to leave idle.
 
 The markets come from the log too. Each is listed by a ``TradeTape.Listed``, the
 first event of its tape on the market-events topic, which both processes read
@@ -73,6 +77,7 @@ from domain.state_hash import venues_part
 from domain.users import User
 from domain.venue import TradeTape
 from infra.event_records import EVENT_ID, EVENT_TOPIC, EVENT_VERSION
+from infra.forked import Forked
 from infra.serialization import EventMapper
 from infra.settings import Settings
 from infra.topics import TopicMap
@@ -774,6 +779,7 @@ async def replay(
         if report is not None:
             report(read[0] + (child.done() if child else 0), total)
 
+    hashing = None
     with collector_paused():
         try:
             if child is not None:
@@ -783,16 +789,19 @@ async def replay(
             accounts = AccountSide(markets, cut.until, compare, market.trades)  # now listed
             await read_into(accounts, settings, here, tick)
             await read_into(market, settings, order_spans, tick)
+            venues = list(market.replayer.venues.values())  # final
+            if processes > 1:  # the child is done or nearly: its core is about to idle
+                hashing = Forked(lambda: venues_part(venues))
             market.finish()
-            # The markets are final: their part of the state hash, while the child may
-            # still be replaying (two processes finish within a second of each other).
-            venue_lines = venues_part(market.replayer.venues.values())
             results = [accounts.result()]
             if child is not None:
                 results.append(child.result(lambda: tick(0)))
+            venue_lines = venues_part(venues) if hashing is None else hashing.result()
         finally:
             if child is not None:
                 child.stop()
+            if hashing is not None:
+                hashing.stop()
         replayed = merge(merge_accounts(results), market, positions, venue_lines)
     replayed.records = total
     replayed.seconds = time.perf_counter() - started
