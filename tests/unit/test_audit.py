@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import pickle
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
@@ -47,6 +48,7 @@ from projections.audit_replay import (
     VERSION_GAP,
     Cut,
     Replay,
+    handed_back,
     parse_offsets,
     replay_logs,
     share,
@@ -162,6 +164,19 @@ def test_the_replay_learns_the_markets_from_their_listings_on_the_log() -> None:
     clashing = replay_logs(other, fresh_logs(), TOPICS)
     refused = [v.message for v in clashing.violations if v.check == REFUSED]
     assert "BTC-USDT is listed as" in refused[0]
+
+
+def test_the_child_hands_back_its_accounts_equal_to_its_own() -> None:
+    replayed, _ = audited(fresh_logs())
+    accounts = replayed.replayer.accounts
+    status, back = pickle.loads(handed_back(("ok", accounts)))
+    assert status == "ok"
+    assert back == accounts
+    for account_id, account in back.items():
+        assert type(account.id) is UUID
+        assert str(account.id) == str(account_id)
+        assert account.order_ids == accounts[account_id].order_ids
+    assert state_hash(back.values(), []) == state_hash(accounts.values(), [])
 
 
 def test_identical_duplicates_are_skipped_and_counted() -> None:
