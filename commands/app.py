@@ -57,11 +57,14 @@ from infra.auth import (
     AuthError,
     Principal,
     api_key_secret,
+    bearer_token,
     close_session,
     hash_password,
     load_master_key,
     open_session,
+    session_principal,
     session_seconds,
+    sha256_hex,
     verify_password,
 )
 from infra.command_client import CommandClient
@@ -209,13 +212,38 @@ class CommandGateway:
     async def caller(self, request: Request, permission: str | None) -> tuple[Principal, bytes]:
         """Who is asking (rate-limited per address and per key or user), and the body.
 
-        Both limits are counted in one round trip once the caller is known; a
-        request that fails authentication still counts against its address.
+        A request that fails authentication still counts against its address.
         """
+        address = request.client.host if request.client else "unknown"
+        raw = await request.body()
+        authorization = request.headers.get("authorization")
+        if authorization is not None:  # a bearer token wins over a signature
+            principal = await self._session_caller(authorization, address)
+        else:
+            principal = await self._signed_caller(request, raw, address)
+        if permission is not None:
+            principal.require(permission)
+        return principal, raw
+
+    async def _session_caller(self, authorization: str, address: str) -> Principal:
+        """A bearer session's caller: the session read and both limits counted in one
+        round trip (the hot path: most requests carry a session)."""
+        limiter = self.started.limiter
+        try:
+            token = bearer_token(authorization)
+        except AuthError:
+            await limiter.check(("ip", address, limiter.limits.per_ip))
+            raise
+        return session_principal(
+            await limiter.session(self.keys.session(sha256_hex(token)), address)
+        )
+
+    async def _signed_caller(self, request: Request, raw: bytes, address: str) -> Principal:
+        """A signed request's caller (or the 401 of a request with no credentials); both
+        limits are counted in one round trip once the caller is known."""
         s = self.started
         limits = s.limiter.limits
-        per_address = ("ip", request.client.host if request.client else "unknown", limits.per_ip)
-        raw = await request.body()
+        per_address = ("ip", address, limits.per_ip)
         try:
             principal = await s.authenticator.authenticate(
                 request.method, path_with_query(request), raw, request.headers
@@ -225,9 +253,7 @@ class CommandGateway:
             raise
         subject = principal.key_id or f"user:{principal.user_id}"
         await s.limiter.check(per_address, ("key", subject, limits.per_key))
-        if permission is not None:
-            principal.require(permission)
-        return principal, raw
+        return principal
 
     async def anonymous(self, request: Request) -> bytes:
         """The body of a registration or login, rate-limited per address (argon2 is costly)."""

@@ -6,7 +6,8 @@ Two schemes, both from the product contract:
   stores each session in Redis under ``keys.session(sha256_hex(token))`` as
   JSON ``{"user_id", "account_id", "role", "email"}`` with a TTL equal to the
   session's expiry; the token itself is never stored. A session carries every
-  permission.
+  permission. (The command gateway reads it in its rate-limit script,
+  ``infra.rate_limits``, which takes ``user_id`` from that JSON.)
 - **Signed API key.** Headers ``BX-KEY`` (the key id), ``BX-TS`` (milliseconds
   since the epoch) and ``BX-SIGN`` = hex HMAC-SHA256(secret, ts + METHOD +
   path_with_query + body). The key's row (table ``api_keys``, joined with
@@ -205,6 +206,33 @@ def _expired() -> AuthError:
     return AuthError("unauthorized", "the session token is unknown or expired", invalid_token=True)
 
 
+def bearer_token(authorization: str) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or ``AuthError``."""
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthError("unauthorized", "the Authorization header must be 'Bearer <token>'")
+    return token
+
+
+def session_principal(stored: bytes | str | None) -> Principal:
+    """The caller a stored session names (as ``open_session`` wrote it), or a 401 if
+    there is none or it does not parse."""
+    if stored is None:
+        raise _expired()
+    try:
+        session = orjson.loads(stored)
+        return Principal(
+            user_id=str(session["user_id"]),
+            account_id=str(session["account_id"]),
+            role=str(session["role"]),
+            permissions=ALL_PERMISSIONS,
+            via="session",
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise _expired() from None
+
+
 @dataclass(frozen=True, slots=True)
 class _KeyRow:
     key_id: str
@@ -274,24 +302,8 @@ class Authenticator:
     # -- bearer ---------------------------------------------------------------
 
     async def _session(self, authorization: str) -> Principal:
-        scheme, _, token = authorization.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise AuthError("unauthorized", "the Authorization header must be 'Bearer <token>'")
-        raw = await self.redis.get(self.keys.session(sha256_hex(token)))
-        if raw is None:
-            raise _expired()
-        try:
-            session = orjson.loads(raw)
-            return Principal(
-                user_id=str(session["user_id"]),
-                account_id=str(session["account_id"]),
-                role=str(session["role"]),
-                permissions=ALL_PERMISSIONS,
-                via="session",
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise _expired() from None
+        token = bearer_token(authorization)
+        return session_principal(await self.redis.get(self.keys.session(sha256_hex(token))))
 
     # -- API keys ---------------------------------------------------------------
 

@@ -50,9 +50,10 @@ class JsonFormatter(logging.Formatter):
         if span.is_valid:
             line["trace_id"] = format(span.trace_id, "032x")
             line["span_id"] = format(span.span_id, "016x")
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                line[key] = REDACTED if key.lower() in SECRET_FIELDS else value
+        fields = record.__dict__
+        for key in fields.keys() - _STANDARD:  # what came from ``extra`` (sorted below)
+            if not key.startswith("_"):
+                line[key] = REDACTED if key.lower() in SECRET_FIELDS else fields[key]
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str, option=orjson.OPT_SORT_KEYS).decode()

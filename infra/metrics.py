@@ -11,6 +11,7 @@ and the autoscaler adds pods, so a scrape of a pod sees all of that pod.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -109,8 +110,16 @@ class RequestMetrics:
             await self.app(scope, receive, counting)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            HTTP_SECONDS.labels(scope["method"], route).observe(time.perf_counter() - started)
+            counted, timed = _request_series(scope["method"], route, status)
+            counted.inc()
+            timed.observe(time.perf_counter() - started)
+
+
+@functools.cache
+def _request_series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    """The series a request is counted and timed in (looked up once: ``labels`` is
+    costly per request, and the label sets are few: route templates, not paths)."""
+    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_SECONDS.labels(method, route)
 
 
 Refresh = Callable[[], Awaitable[None]]

@@ -73,4 +73,11 @@ class RedisKeys:
         return f"{self.namespace}seen-signature:{key_id}:{signature}"
 
     def rate_limit(self, scope: str, subject: str, window: int) -> str:
-        return f"{self.namespace}rate:{scope}:{subject}:{window}"
+        """STRING: requests counted for (scope, subject) in one second, expiring soon after."""
+        before_subject, after_subject = self.rate_limit_around(scope, window)
+        return f"{before_subject}{subject}{after_subject}"
+
+    def rate_limit_around(self, scope: str, window: int) -> tuple[str, str]:
+        """What a rate-limit counter's name has before and after its subject (for a Lua
+        script that learns the subject itself, from the session it reads)."""
+        return f"{self.namespace}rate:{scope}:", f":{window}"

@@ -12,7 +12,9 @@ Spans are exported only when configured, by the standard variables:
 ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console`` or ``none``; ``otlp`` when an
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, else ``none``), the OTLP endpoint
 variables, and ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG`` (every
-trace by default). The trace id is in the log lines either way.
+trace by default). The trace id is in the log lines either way. While nothing
+is exported, a request's server span is only its context (the same ids and
+sampling decision), not recorded: recording it would be work for nobody.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from contextlib import contextmanager
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -72,15 +75,51 @@ def _exporter(name: str) -> SpanExporter:
     raise UnknownExporter(msg)
 
 
+class _Provider(TracerProvider):
+    """The SDK's provider, knowing whether any span it ends goes anywhere."""
+
+    exporting = False
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        super().add_span_processor(span_processor)
+        self.exporting = True
+
+
 def setup_tracing(service: str, env: Mapping[str, str] | None = None) -> None:
     """Install this process's tracer provider, once; later calls change nothing."""
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return
     env = os.environ if env is None else env
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider = _Provider(resource=Resource.create({"service.name": service}))
     for name in exporter_names(env):
         provider.add_span_processor(BatchSpanProcessor(_exporter(name)))
     trace.set_tracer_provider(provider)
+
+
+def _server_span(name: str, parent: Context | None) -> Span:
+    """A request's span; when nothing would export it, only its context (the ids and
+    the sampling decision the SDK would give it), since recording it is wasted work."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, _Provider) or provider.exporting:
+        return _tracer.start_span(name, context=parent, kind=SpanKind.SERVER)
+    parent_span = trace.get_current_span(parent).get_span_context()
+    ids = provider.id_generator
+    trace_id = parent_span.trace_id if parent_span.is_valid else ids.generate_trace_id()
+    sampling = provider.sampler.should_sample(parent, trace_id, name, SpanKind.SERVER)
+    sampled = (
+        TraceFlags.SAMPLED
+        if sampling.decision is Decision.RECORD_AND_SAMPLE
+        else TraceFlags.DEFAULT
+    )
+    return NonRecordingSpan(
+        SpanContext(
+            trace_id,
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(sampled),
+            trace_state=sampling.trace_state,
+        )
+    )
 
 
 def trace_headers() -> list[tuple[str, bytes]]:
@@ -148,9 +187,9 @@ class TraceRequests:
             await self.app(scope, receive, send)
             return
         incoming = next((v for k, v in scope["headers"] if k == b"traceparent"), None)
-        parent = _parent(incoming) if incoming else None
         method = scope["method"]
-        with _tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER) as span:
+        span = _server_span(method, _parent(incoming) if incoming else None)
+        with trace.use_span(span, end_on_exit=True):
             trace_id = format(span.get_span_context().trace_id, "032x").encode()
             started = time.perf_counter()
             status = 500
@@ -166,10 +205,15 @@ class TraceRequests:
                 await self.app(scope, receive, sending)
             finally:
                 route = getattr(scope.get("route"), "path", "unmatched")
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.request.method", method)
-                span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
+                if span.is_recording():
+                    span.update_name(f"{method} {route}")
+                    span.set_attributes(
+                        {
+                            "http.request.method": method,
+                            "http.route": route,
+                            "http.response.status_code": status,
+                        }
+                    )
                 log.info(
                     "request",
                     extra={

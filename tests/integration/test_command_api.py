@@ -341,6 +341,25 @@ async def test_a_session_ends_at_logout_and_wrong_passwords_are_refused(
     assert after.status_code == 401
 
 
+async def test_a_write_with_an_ended_unknown_or_malformed_bearer_is_401(
+    exchange: Exchange,
+) -> None:
+    _, auth = await exchange.user()
+    assert (await exchange.http.delete("/v1/sessions", headers=auth)).status_code == 204
+    before = await exchange.commands_published()
+    for headers, invalid_token in (
+        (auth, True),  # logged out
+        ({"Authorization": "Bearer nope"}, True),
+        ({"Authorization": "Basic YWxpY2U6cHc="}, False),
+    ):
+        refused = await exchange.http.post("/v1/orders", json=LIMIT_BUY, headers=headers)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (401, "unauthorized")
+        challenge = refused.headers["www-authenticate"]
+        assert challenge.startswith("Bearer")
+        assert ('error="invalid_token"' in challenge) == invalid_token
+    assert await exchange.commands_published() == before
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 LIMIT_BUY = {"symbol": "BTC-USDT", "side": "buy", "type": "limit", "price": "100", "quantity": "1"}

@@ -1,12 +1,18 @@
 """Rate limits on the real Redis: a subject over its limit in a window is refused with
-a Retry-After, and subjects and scopes count apart."""
+a Retry-After, and subjects and scopes count apart; a bearer session is read and both
+its counters bumped in one call."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import orjson
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
-from infra.rate_limits import Limits, RateLimited, RateLimiter
+from infra.rate_limits import COUNTER_SECONDS, Limits, RateLimited, RateLimiter, ScriptBatches
 from infra.redis_keys import RedisKeys
 
 pytestmark = pytest.mark.integration
@@ -38,3 +44,55 @@ async def test_the_request_over_the_limit_is_refused(
 
     with pytest.raises(RateLimited):
         await flood()
+
+
+async def _fresh_window() -> None:
+    """Sleep into the start of the next one-second window, so a test's counts share one."""
+    await asyncio.sleep(1.01 - time.time() % 1)
+
+
+async def test_a_session_is_read_and_counted_per_address_and_user_in_one_call(
+    redis_client: aioredis.Redis, keys: RedisKeys
+) -> None:
+    limiter = RateLimiter(redis_client, keys, Limits(per_ip=5, per_key=3))
+    stored = orjson.dumps({"user_id": "u-1", "account_id": "a-1", "role": "user", "email": "e"})
+    await redis_client.set(keys.session("alice"), stored, ex=60)
+    await redis_client.set(keys.session("broken"), b"not json", ex=60)
+    await _fresh_window()
+
+    for _ in range(3):
+        assert await limiter.session(keys.session("alice"), "10.0.0.1") == stored
+    with pytest.raises(RateLimited) as per_user:
+        await limiter.session(keys.session("alice"), "10.0.0.2")  # the user counts everywhere
+    assert (per_user.value.scope, per_user.value.limit, per_user.value.retry_after) == ("key", 3, 1)
+
+    # Unknown or unreadable sessions count against their address only (the caller
+    # answers 401), until the address is over its limit: then 429, session or not.
+    for name in ("nobody", "broken", "nobody", "broken", "nobody"):
+        found = await limiter.session(keys.session(name), "10.0.0.3")
+        assert found == (b"not json" if name == "broken" else None)
+    for name in ("nobody", "alice"):
+        with pytest.raises(RateLimited) as per_address:
+            await limiter.session(keys.session(name), "10.0.0.3")
+        assert (per_address.value.scope, per_address.value.limit) == ("ip", 5)
+
+    window = int(time.time())
+    count = keys.rate_limit("key", "user:u-1", window)
+    assert int(await redis_client.get(count) or 0) == 5  # 3 + 1 over + 1 refused by address
+    assert 0 < await redis_client.ttl(count) <= COUNTER_SECONDS
+
+
+async def test_script_calls_in_one_turn_keep_their_own_replies_and_errors(
+    redis_client: aioredis.Redis, keys: RedisKeys
+) -> None:
+    batches = ScriptBatches(redis_client, "return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    counter, text = keys.rate_limit("test", "sum", 0), keys.rate_limit("test", "text", 0)
+    await redis_client.set(text, "not a number")
+    replies = await asyncio.gather(
+        *(batches([counter], [n]) for n in range(1, 6)),
+        batches([text], [1]),
+        return_exceptions=True,
+    )
+    assert replies[:5] == [1, 3, 6, 10, 15], "in the order called"
+    assert isinstance(replies[5], ResponseError)
+    assert await batches([counter], [1]) == 16  # alone in its turn

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from infra import tracing
 from infra.logs import REDACTED, JsonFormatter
 from infra.settings import Settings
 from infra.topics import TopicMap
@@ -224,6 +225,47 @@ async def test_a_write_request_gets_a_server_span_and_says_its_trace(
         "/v1/things/{thing_id}",
         201,
     )
+
+
+async def _command_headers(request: Request) -> Response:
+    """What a command published here would carry, and the trace the log lines name."""
+    context = trace.get_current_span().get_span_context()
+    carried = {key: value.decode() for key, value in trace_headers()}
+    return JSONResponse({**carried, "logged": format(context.trace_id, "032x")}, status_code=202)
+
+
+async def test_with_nothing_exported_a_write_still_has_its_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No span is recorded when nothing would export it, but the trace is the same: the
+    client's trace continued (sampled or not, as it said), or a sampled one of its own."""
+    quiet = tracing._Provider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: quiet)
+    app = Starlette(
+        routes=[Route("/v1/things", _command_headers, methods=["POST"])],
+        middleware=[Middleware(TraceRequests)],
+    )
+    transport = httpx.ASGITransport(app=app)
+    client_trace, client_span = uuid.uuid4().hex, "ab" * 8
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        answers = {
+            flags: await client.post(
+                "/v1/things", headers={"traceparent": f"00-{client_trace}-{client_span}-{flags}"}
+            )
+            for flags in ("01", "00")
+        }
+        fresh = await client.post("/v1/things")
+    for flags, answer in answers.items():
+        assert answer.headers["x-trace-id"] == client_trace
+        version, trace_id, span_id, carried_flags = answer.json()[TRACEPARENT].split("-")
+        assert (version, trace_id, carried_flags) == ("00", client_trace, flags)
+        assert span_id not in (client_span, "0" * 16), "the gateway's own span"
+        assert answer.json()["logged"] == client_trace
+    own = fresh.headers["x-trace-id"]
+    assert own not in (client_trace, "0" * 32)
+    assert fresh.json()[TRACEPARENT].startswith(f"00-{own}-")
+    assert fresh.json()[TRACEPARENT].endswith("-01")
+    assert not quiet.exporting
 
 
 async def test_reads_are_not_traced(ended: InMemorySpanExporter) -> None:
