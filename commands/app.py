@@ -67,7 +67,7 @@ from infra.auth import (
     sha256_hex,
     verify_password,
 )
-from infra.command_client import CommandClient
+from infra.command_client import CommandClient, new_command_id
 from infra.formats import amount_text
 from infra.health import Check, health_routes, mysql_check
 from infra.http import (
@@ -79,7 +79,7 @@ from infra.http import (
     path_with_query,
 )
 from infra.market_listing import MarketCatalog, listing_command, market_json
-from infra.metrics import ORDERS, RequestMetrics, metrics_route
+from infra.metrics import RequestMetrics, metrics_route, orders_counted
 from infra.mysql import create_engine
 from infra.rate_limits import Limits, RateLimiter
 from infra.read_models import users
@@ -214,7 +214,7 @@ class CommandGateway:
 
         A request that fails authentication still counts against its address.
         """
-        address = request.client.host if request.client else "unknown"
+        address = _address(request)
         raw = await request.body()
         authorization = request.headers.get("authorization")
         if authorization is not None:  # a bearer token wins over a signature
@@ -258,7 +258,7 @@ class CommandGateway:
     async def anonymous(self, request: Request) -> bytes:
         """The body of a registration or login, rate-limited per address (argon2 is costly)."""
         s = self.started
-        address = request.client.host if request.client else "unknown"
+        address = _address(request)
         limits = s.limiter.limits
         await s.limiter.check(("ip", address, limits.per_ip), ("auth", address, limits.auth_per_ip))
         return await request.body()
@@ -454,7 +454,7 @@ class CommandGateway:
         post_only = body.flag("post_only")
         stp = body.optional_choice("self_trade_prevention", SelfTradePrevention)
         response_type = body.optional_choice("response_type", ResponseType)
-        command_id = uuid4().hex
+        command_id = new_command_id()
         order_id = order_id_for(account_id, client_order_id, command_id)
         try:
             validate_order(
@@ -489,13 +489,13 @@ class CommandGateway:
         accepted = {"order_id": str(order_id), "client_order_id": client_order_id}
         if response_type is ResponseType.ACK:
             await self.started.client.publish(command)
-            ORDERS.labels("published").inc()
+            orders_counted("published").inc()
             return _pending(accepted)
         details = await self.execute(command, response_type is not ResponseType.RESULT)
         if details is None:
-            ORDERS.labels("pending").inc()
+            orders_counted("pending").inc()
             return _pending(accepted)
-        ORDERS.labels("rejected" if details.get("status") == "rejected" else "accepted").inc()
+        orders_counted("rejected" if details.get("status") == "rejected" else "accepted").inc()
         order = self.order_view(details)
         return JSONResponse({**order, "client_order_id": client_order_id}, status_code=201)
 
@@ -645,6 +645,13 @@ def registration(email: str, password_hash: str, role: Role) -> messages.Command
             "role": role.value,
         },
     )
+
+
+def _address(request: Request) -> str:
+    """The client's address, as ``request.client.host`` says it (without making the
+    ``Address`` it is read from)."""
+    client = request.scope.get("client")
+    return "unknown" if client is None else str(client[0])
 
 
 def _email(body: Body) -> str:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -19,6 +20,15 @@ from infra.messages import Command, Outcome
 from infra.settings import Settings
 from infra.topics import TopicMap
 from infra.tracing import trace_headers
+
+_UUID4_CLEARED = ~(0xF000 << 64 | 0xC000 << 48)
+_UUID4_SET = 0x4000 << 64 | 0x8000 << 48
+
+
+def new_command_id() -> str:
+    """A random command id: ``uuid4().hex``, without building the ``UUID`` (half the
+    cost, and every order makes one)."""
+    return format(int.from_bytes(os.urandom(16)) & _UUID4_CLEARED | _UUID4_SET, "032x")
 
 
 class CommandClient:
@@ -79,7 +89,7 @@ class CommandClient:
         """A command with its identity and time: the only clock reading on the write path."""
         return Command(
             kind=kind,
-            command_id=command_id or uuid4().hex,
+            command_id=command_id or new_command_id(),
             at=datetime.now(UTC),
             account_id=account_id,
             fields=fields,

@@ -15,6 +15,7 @@ sets the level (``info`` by default).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from datetime import UTC, datetime
 from typing import Any
@@ -39,9 +40,14 @@ anything else on a record came from ``extra``."""
 class JsonFormatter(logging.Formatter):
     """A LogRecord as one line of JSON, keys sorted; what JSON lacks is written as ``str()``."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")
+        """The last whole second written, and its text (one tuple: threads may share it)."""
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._utc_millis(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -57,6 +63,20 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str, option=orjson.OPT_SORT_KEYS).decode()
+
+    def _utc_millis(self, created: float) -> str:
+        """``created`` as ``datetime.fromtimestamp(created, UTC).isoformat(timespec=
+        "milliseconds")`` writes it, the date and time of day made once a second (the
+        gateway writes a line per request)."""
+        second = math.floor(created)
+        micros = round((created - second) * 1_000_000)  # rounded as fromtimestamp rounds
+        if micros == 1_000_000:
+            second, micros = second + 1, 0
+        known, text = self._second
+        if second != known:
+            text = datetime.fromtimestamp(second, UTC).isoformat()[:19]
+            self._second = (second, text)
+        return f"{text}.{micros // 1000:03d}+00:00"
 
 
 def log_level() -> str:

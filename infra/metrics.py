@@ -122,6 +122,12 @@ def _request_series(method: str, route: str, status: int) -> tuple[Counter, Hist
     return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_SECONDS.labels(method, route)
 
 
+@functools.cache
+def orders_counted(outcome: str) -> Counter:
+    """The ``ORDERS`` series of an outcome (looked up once, as ``_request_series``)."""
+    return ORDERS.labels(outcome)
+
+
 Refresh = Callable[[], Awaitable[None]]
 """Brings gauges measured on demand (lags) up to date before a scrape is answered."""
 

@@ -93,20 +93,50 @@ ARGV[3]: the script learns the user only here). Answers the session (nil if none
 the address's count and the user's (nil if not counted)."""
 
 
+_BATCHED = """
+local function call(KEYS, ARGV)
+%s
+end
+local calls = tonumber(ARGV[1])
+local replies = {}
+local key_at, arg_at = 0, 1 + 2 * calls
+for i = 1, calls do
+  local key_count, arg_count = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local keys, args = {}, {}
+  for j = 1, key_count do keys[j] = KEYS[key_at + j] end
+  for j = 1, arg_count do args[j] = ARGV[arg_at + j] end
+  key_at, arg_at = key_at + key_count, arg_at + arg_count
+  local ok, reply = pcall(call, keys, args)
+  if not ok and not (type(reply) == 'table' and reply.err) then
+    reply = redis.error_reply(tostring(reply))
+  elseif reply == nil then
+    reply = false
+  end
+  replies[i] = reply
+end
+return replies
+"""
+"""Runs a script (the ``%s``) once per call of a batch, each with its own KEYS and ARGV:
+ARGV[1] is the number of calls, then each call's key and argument counts, then their
+arguments; KEYS holds the calls' keys in order. Answers each call's reply, or its error."""
+
+
 class ScriptBatches:
     """Runs a Lua script; the calls made in one event-loop turn go to Redis together.
 
     Under load many requests reach their Redis step in the same turn, and each
     round trip costs the gateway more CPU (a pooled connection, a write, a read,
     their timeouts) than the script costs Redis. So a call waits for the end of
-    the turn, and then all the turn's calls go in one pipeline; each gets its own
-    reply (or its own error). The script goes as ``EVAL`` (Redis caches it by its
-    digest), so a restarted Redis needs no reload.
+    the turn, and then all the turn's calls go as one ``EVAL`` of the script
+    wrapped to run once per call (one reply to read, not one per call); each
+    call gets its own reply (or its own error). The script goes as ``EVAL``
+    (Redis caches it by its digest), so a restarted Redis needs no reload.
     """
 
     def __init__(self, redis: aioredis.Redis, script: str) -> None:
         self.redis = redis
         self.script = script
+        self._batched = _BATCHED % script
         self._waiting: list[tuple[Sequence[str], Sequence[str | int], asyncio.Future[Any]]] = []
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -127,11 +157,17 @@ class ScriptBatches:
     async def _send(
         self, batch: list[tuple[Sequence[str], Sequence[str | int], asyncio.Future[Any]]]
     ) -> None:
+        all_keys: list[str] = []
+        counts: list[str | int] = [len(batch)]
+        all_args: list[str | int] = []
+        for keys, args, _ in batch:
+            all_keys.extend(keys)
+            all_args.extend(args)
+            counts += (len(keys), len(args))
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for keys, args, _ in batch:
-                    pipe.eval(self.script, len(keys), *keys, *args)
-                replies = await pipe.execute(raise_on_error=False)
+            replies = await self.redis.eval(
+                self._batched, len(all_keys), *all_keys, *counts, *all_args
+            )
         except Exception as error:  # each caller gets it
             replies = [error] * len(batch)
         for (_, _, future), reply in zip(batch, replies, strict=True):

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, attach, detach
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -41,6 +41,8 @@ log = logging.getLogger("bitex.requests")
 
 TRACEPARENT = "traceparent"
 """The W3C trace context header, on HTTP requests and on Kafka records alike."""
+TRACESTATE = "tracestate"
+"""Vendors' trace state, carried beside ``traceparent`` when a trace has any."""
 TRACE_ID_HEADER = b"x-trace-id"
 """Returned on every traced response, so a client can quote it."""
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
@@ -123,10 +125,16 @@ def _server_span(name: str, parent: Context | None) -> Span:
 
 
 def trace_headers() -> list[tuple[str, bytes]]:
-    """The current trace context as Kafka headers (none outside a trace)."""
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
-    return [(key, value.encode()) for key, value in carrier.items()]
+    """The current trace context as Kafka headers (none outside a trace): what the W3C
+    propagator's ``inject`` writes, made directly (every published command carries it)."""
+    span = trace.get_current_span().get_span_context()
+    if span == trace.INVALID_SPAN_CONTEXT:
+        return []
+    traceparent = f"00-{span.trace_id:032x}-{span.span_id:016x}-{span.trace_flags:02x}"
+    headers = [(TRACEPARENT, traceparent.encode())]
+    if span.trace_state:
+        headers.append((TRACESTATE, span.trace_state.to_header().encode()))
+    return headers
 
 
 def traceparent_of(headers: Headers | None) -> bytes | None:
@@ -189,37 +197,54 @@ class TraceRequests:
         incoming = next((v for k, v in scope["headers"] if k == b"traceparent"), None)
         method = scope["method"]
         span = _server_span(method, _parent(incoming) if incoming else None)
-        with trace.use_span(span, end_on_exit=True):
-            trace_id = format(span.get_span_context().trace_id, "032x").encode()
-            started = time.perf_counter()
-            status = 500
+        if span.is_recording():
+            with trace.use_span(span, end_on_exit=True):
+                await self._traced(span, scope, receive, send)
+            return
+        # Nothing to record or end: the span need only be current (``use_span`` costs more).
+        token = attach(trace.set_span_in_context(span))
+        try:
+            await self._traced(span, scope, receive, send)
+        finally:
+            detach(token)
 
-            async def sending(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                    message["headers"] = [*message.get("headers", ()), (TRACE_ID_HEADER, trace_id)]
-                await send(message)
+    async def _traced(self, span: Span, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        trace_id = format(span.get_span_context().trace_id, "032x").encode()
+        started = time.perf_counter()
+        status = 500
 
-            try:
-                await self.app(scope, receive, sending)
-            finally:
-                route = getattr(scope.get("route"), "path", "unmatched")
-                if span.is_recording():
-                    span.update_name(f"{method} {route}")
-                    span.set_attributes(
-                        {
-                            "http.request.method": method,
-                            "http.route": route,
-                            "http.response.status_code": status,
-                        }
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (TRACE_ID_HEADER, trace_id)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            if span.is_recording():
+                span.update_name(f"{method} {route}")
+                span.set_attributes(
+                    {
+                        "http.request.method": method,
+                        "http.route": route,
+                        "http.response.status_code": status,
+                    }
+                )
+            if log.isEnabledFor(logging.INFO):
+                fields = {
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                }
+                # ``log.info("request", extra=fields)`` without its walk up the stack for
+                # the caller's file and line, which no formatter writes (once a request).
+                log.handle(
+                    log.makeRecord(
+                        log.name, logging.INFO, __file__, 0, "request", (), None, extra=fields
                     )
-                log.info(
-                    "request",
-                    extra={
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "ms": round((time.perf_counter() - started) * 1000, 2),
-                    },
                 )

@@ -96,3 +96,28 @@ async def test_script_calls_in_one_turn_keep_their_own_replies_and_errors(
     assert replies[:5] == [1, 3, 6, 10, 15], "in the order called"
     assert isinstance(replies[5], ResponseError)
     assert await batches([counter], [1]) == 16  # alone in its turn
+
+
+async def test_script_calls_in_one_turn_each_run_with_their_own_keys_and_arguments(
+    redis_client: aioredis.Redis, keys: RedisKeys
+) -> None:
+    """Calls of different shapes share a turn: each sees only its keys and arguments, a
+    script answering nothing answers None, and a script's own failure is its caller's."""
+    batches = ScriptBatches(
+        redis_client,
+        "if ARGV[1] == 'fail' then error('asked to') end\n"
+        "if #KEYS == 0 then return nil end\n"
+        "return {#KEYS, #ARGV, redis.call('INCRBY', KEYS[#KEYS], #ARGV)}",
+    )
+    first, second = keys.rate_limit("test", "a", 0), keys.rate_limit("test", "b", 0)
+    replies = await asyncio.gather(
+        batches([first, second], [1, 2, 3]),
+        batches([], []),
+        batches([first], ["fail"]),
+        batches([first], [7]),
+        return_exceptions=True,
+    )
+    assert replies[0] == [2, 3, 3]
+    assert replies[1] is None
+    assert isinstance(replies[2], ResponseError)
+    assert replies[3] == [1, 1, 1]

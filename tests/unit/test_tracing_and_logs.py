@@ -6,6 +6,7 @@ import logging
 import socket
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import orjson
@@ -14,6 +15,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -90,6 +93,23 @@ def test_fields_that_could_hold_a_secret_are_never_written(field: str) -> None:
     line = _line(_record("careless", **{field: "hunter2"}))
     assert line[field] == REDACTED
     assert "hunter2" not in orjson.dumps(line).decode()
+
+
+@pytest.mark.parametrize(
+    "created",
+    [1764138664.0, 1764138664.000499, 1764138664.0005, 1764138664.9995, 1764138664.9999996],
+)
+def test_a_line_says_its_time_in_utc_to_the_millisecond(created: float) -> None:
+    """As ``datetime.isoformat`` writes it, a microsecond short of a second included."""
+    formatter, record = JsonFormatter(), _record("timed")
+    record.created = created
+    first = orjson.loads(formatter.format(record))["ts"]
+    record.created = created + 3600.25  # another hour, with the same formatter
+    later = orjson.loads(formatter.format(record))["ts"]
+    assert first == datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert later == datetime.fromtimestamp(created + 3600.25, UTC).isoformat(
+        timespec="milliseconds"
+    )
 
 
 def test_a_line_written_inside_a_span_names_its_trace(ended: InMemorySpanExporter) -> None:
@@ -225,6 +245,20 @@ async def test_a_write_request_gets_a_server_span_and_says_its_trace(
         "/v1/things/{thing_id}",
         201,
     )
+
+
+def test_a_command_carries_the_trace_context_as_the_w3c_propagator_writes_it() -> None:
+    state = TraceState([("vendor", "value"), ("other", "1")])
+    propagator = TraceContextTextMapPropagator()
+    for context in (
+        SpanContext(uuid.uuid4().int, 0xAB, is_remote=False, trace_flags=TraceFlags(1)),
+        SpanContext(uuid.uuid4().int, 0xCD, is_remote=True, trace_state=state),
+    ):
+        with trace.use_span(NonRecordingSpan(context)):
+            carrier: dict[str, str] = {}
+            propagator.inject(carrier)
+            assert trace_headers() == [(key, value.encode()) for key, value in carrier.items()]
+    assert trace_headers() == [], "outside a trace"
 
 
 async def _command_headers(request: Request) -> Response:
