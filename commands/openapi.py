@@ -7,6 +7,7 @@ from typing import Any
 from domain.markets import MARKET_FIELDS
 from infra.openapi import (
     DECIMAL,
+    MARKET,
     NULLABLE_DECIMAL,
     PRIVATE,
     UUID,
@@ -165,23 +166,7 @@ SCHEMAS: Json = {
         },
         MARKET_FIELDS,
     ),
-    "ListedMarket": object_schema(
-        {
-            "symbol": string("BASE-QUOTE"),
-            "base": {"type": "string"},
-            "quote": {"type": "string"},
-            "price_scale": {"type": "integer"},
-            "base_scale": {"type": "integer"},
-            "quote_scale": {"type": "integer"},
-            "tick_size": DECIMAL,
-            "lot_size": DECIMAL,
-            "min_quantity": DECIMAL,
-            "max_quantity": DECIMAL,
-            "min_notional": DECIMAL,
-            "maker_fee": DECIMAL,
-            "taker_fee": DECIMAL,
-        }
-    ),
+    "ListedMarket": MARKET,
     "Withdrawal": _optional(
         {
             "asset": {"type": "string"},

@@ -58,6 +58,26 @@ def object_schema(properties: Json, nullable: tuple[str, ...] = ()) -> Json:
     }
 
 
+MARKET = object_schema(
+    {
+        "symbol": string("BASE-QUOTE", examples=["BTC-USDT"]),
+        "base": {"type": "string"},
+        "quote": {"type": "string"},
+        "price_scale": {"type": "integer", "description": "decimals of prices (the tick's)"},
+        "base_scale": {"type": "integer", "description": "decimals of the base asset"},
+        "quote_scale": {"type": "integer", "description": "decimals of the quote asset"},
+        "tick_size": DECIMAL,
+        "lot_size": DECIMAL,
+        "min_quantity": DECIMAL,
+        "max_quantity": DECIMAL,
+        "min_notional": DECIMAL,
+        "maker_fee": DECIMAL,
+        "taker_fee": DECIMAL,
+    }
+)
+"""A market and its rules as ``infra.market_listing.market_json`` writes them (both
+gateways answer with it)."""
+
 ERROR = object_schema(
     {
         "error": object_schema(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from infra.openapi import (
     DECIMAL,
+    MARKET,
     NULLABLE_DECIMAL,
     PRIVATE,
     TIME,
@@ -13,7 +14,6 @@ from infra.openapi import (
     error_response,
     object_schema,
     ref,
-    string,
 )
 from infra.read_models import CANDLE_INTERVALS
 
@@ -39,23 +39,7 @@ def _page_of(item: str) -> Json:
 
 
 SCHEMAS: Json = {
-    "Market": object_schema(
-        {
-            "symbol": string("BASE-QUOTE", examples=["BTC-USDT"]),
-            "base": {"type": "string"},
-            "quote": {"type": "string"},
-            "price_scale": {"type": "integer", "description": "decimals of prices (the tick's)"},
-            "base_scale": {"type": "integer", "description": "decimals of the base asset"},
-            "quote_scale": {"type": "integer", "description": "decimals of the quote asset"},
-            "tick_size": DECIMAL,
-            "lot_size": DECIMAL,
-            "min_quantity": DECIMAL,
-            "max_quantity": DECIMAL,
-            "min_notional": DECIMAL,
-            "maker_fee": DECIMAL,
-            "taker_fee": DECIMAL,
-        }
-    ),
+    "Market": MARKET,
     "Book": object_schema(
         {
             "symbol": {"type": "string"},
