@@ -8,6 +8,7 @@ forged, or re-encoded with a field changed. Each finding must name the event.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import pickle
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from domain.users import User
 from infra.event_records import EVENT_ID, EVENT_TOPIC, EVENT_VERSION, event_headers, stored_event
 from infra.serialization import PARSERS, EventMapper, OrjsonTranscoder, conversions
 from infra.topics import TopicMap
+from projections import audit_replay
 from projections.audit import conclude
 from projections.audit_read import Position, Record
 from projections.audit_replay import (
@@ -48,6 +50,7 @@ from projections.audit_replay import (
     VERSION_GAP,
     Cut,
     Replay,
+    digest,
     handed_back,
     parse_offsets,
     replay_logs,
@@ -428,6 +431,17 @@ def test_version_tracker() -> None:
     tracker.halt("a")
     assert tracker.see("a", 3, b"33") is Verdict.HALTED
     assert tracker.halted == {"a": 1}
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+def test_an_event_digest_is_its_bytes_keyed(keyed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_replay, "KEYED", keyed)
+    event = b'{"amount":"1.00000000","asset":"BTC"}'
+    forged = b'{"amount":"9.00000000","asset":"BTC"}'
+    assert len(digest(event)) == 8
+    assert digest(bytes(bytearray(event))) == digest(event)
+    assert digest(forged) != digest(event)
+    assert (digest(event) == hashlib.blake2b(event, digest_size=8).digest()) is not keyed
 
 
 # -- cuts ---------------------------------------------------------------------------------
