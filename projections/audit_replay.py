@@ -89,7 +89,8 @@ if TYPE_CHECKING:  # loaded only to compare (they import SQLAlchemy and redis)
     from projections.audit_compare import ReadModelDigests, TickerWindows
 
 DIGEST_SIZE = 8
-KEYED = sys.flags.hash_randomization and os.environ.get("PYTHONHASHSEED", "random") == "random"
+HASH_SEED = os.environ.get("PYTHONHASHSEED", "random")
+KEYED = bool(sys.flags.hash_randomization) and HASH_SEED == "random"
 """Whether this process's ``hash`` of bytes is keyed at random (see ``digest``)."""
 PARSED_VALUES = 1 << 18
 """Ids, times and amounts a side's ``EventMapper`` keeps parsed, per type (about 50 MB
