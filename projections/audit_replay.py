@@ -13,12 +13,14 @@ work, and nothing else while they replay:
   against its trade) and users.
 
 So ``replay`` runs them in two processes: a child takes some of the
-user-events partitions (``share`` balances the work), reads the trades first
-(``TradeTable``) and hands back its accounts, ledger and findings at the end.
-Partitions are too coarse to balance the two exactly, and the process with the
-markets has the whole-state checks still to do: so once its reading is done, a
-forked copy of it (``infra.forked``) writes the venues' part of the state hash
-on the core the child is about to leave idle.
+user-events partitions, reads the trades first (``TradeTable``) and hands back
+its accounts, ledger and findings at the end. Partitions are too coarse to
+balance the two, so ``share`` gives whole partitions first and then splits the
+last one by aggregate (``Split``): both processes read it, each replays its own
+accounts. The process with the markets has the whole-state checks still to do
+once its reading is done: a forked copy of it (``infra.forked``) writes the
+venues' part of the state hash meanwhile, on the core the child is about to
+leave idle.
 
 The markets come from the log too. Each is listed by a ``TradeTape.Listed``, the
 first event of its tape on the market-events topic, which both processes read
@@ -55,6 +57,7 @@ from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, SafeUUID
+from zlib import crc32
 
 from domain.accounts import Account
 from domain.aggregates import market_id_for
@@ -85,7 +88,10 @@ from infra.topics import TopicMap
 from projections.audit_read import EventReader, Position, Record, partition_ends
 from projections.base import DomainEvent
 
-if TYPE_CHECKING:  # loaded only to compare (they import SQLAlchemy and redis)
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkContext, SpawnContext
+
+    # loaded only to compare (they import SQLAlchemy and redis)
     from projections.audit_compare import ReadModelDigests, TickerWindows
 
 DIGEST_SIZE = 8
@@ -247,6 +253,9 @@ class Side:
         self._partition = 0
         self.only: bytes | None = None
         """If set, the id (as its header spells it) of the one aggregate to replay."""
+        self.owned: dict[Position, Callable[[bytes | None], bool]] = {}
+        """Partitions shared with another process (``Split``): whether a record, by its
+        aggregate's id as its header spells it (None: not an event), is this side's."""
 
     def feed(self, topic: str, partition: int, records: Iterable[Record]) -> None:
         """Replay and check one partition's next records, in offset order."""
@@ -256,6 +265,7 @@ class Side:
         decode = self.mapper.decode
         until, after_cut = self.until, self._after_cut
         only = self.only
+        owns = self.owned.get((topic, partition))
         new = Verdict.NEW
         applied = 0
         for offset, value, headers in records:
@@ -275,6 +285,8 @@ class Side:
                     fields.get(EVENT_ID),
                     fields.get(EVENT_VERSION),
                 )
+            if owns is not None and not owns(raw_id):
+                continue
             if name is None or raw_id is None or raw_version is None:
                 self.counts["not_events"] += 1
                 continue
@@ -693,23 +705,30 @@ def _account_process(
     settings: Settings,
     trade_spans: Spans,
     spans: Spans,
+    split: Split | None,
     markets: dict[str, Market],
     until: datetime | None,
     compare: bool,
     done: Any,
 ) -> None:
-    """The child's work: the trades, then its account side; sends back its result
-    (or the error)."""
+    """The child's work: the trades, then its account side (its partitions, then its
+    aggregates of the split one); sends back its result (or the error)."""
     try:
         table = TradeTable(markets, until)
 
         def tick(count: int) -> None:
             done.value += count
 
+        def uncounted(count: int) -> None:  # the other process counts the split partition
+            pass
+
         async def work() -> AccountResult:
-            await read_into(table, settings, trade_spans, lambda count: None)
+            await read_into(table, settings, trade_spans, uncounted)
             side = AccountSide(markets, until, compare, table.trades)  # markets: now listed
             await read_into(side, settings, spans, tick)
+            if split is not None:
+                side.owned[split.position] = split.owner(here=False)
+                await read_into(side, settings, [split.span], uncounted)
             return side.result()
 
         with collector_paused():
@@ -723,21 +742,52 @@ def _account_process(
 
 SHARED_FROM = 100_000
 """Records from which a second process pays for its start (about half a second)."""
-ACCOUNT_WEIGHT = 2.0
-"""An account event costs about this many times a market event to replay and check."""
+# What a record costs, in market records (orders, trades) replayed and checked:
+ACCOUNT_WEIGHT = 1.65
+"""an account event, replayed and checked;"""
+TRADE_WEIGHT = 0.7
+"""a market record the child reads for its trade table;"""
+SKIP_WEIGHT = 0.15
+"""a record of the split partition that the other process replays (read, not decoded)."""
+SPLIT_BOUNDS = 1 << 32
+
+
+@dataclass(frozen=True)
+class Split:
+    """A user-events partition both processes read, each replaying its own aggregates:
+    this process those whose id's CRC-32 is below ``bound``, the child the others."""
+
+    span: tuple[Position, int, int]
+    bound: int
+
+    @property
+    def position(self) -> Position:
+        return self.span[0]
+
+    def owner(self, here: bool) -> Callable[[bytes | None], bool]:
+        """Whether a record (by its aggregate id) is this process's, or the child's; a
+        record that is no event is this process's, so that it is counted once."""
+        bound = self.bound
+        if here:
+            return lambda raw_id: raw_id is None or crc32(raw_id) < bound
+        return lambda raw_id: raw_id is not None and crc32(raw_id) >= bound
 
 
 def share(
     account_spans: Spans, market_spans: Spans, trade_spans: Spans | None = None
-) -> tuple[Spans, Spans]:
+) -> tuple[Spans, Spans, Split | None]:
     """Split the user-events partitions between this process (which also replays the
     markets) and a child (which reads ``trade_spans`` first), so that both finish
-    at about the same time."""
+    at about the same time: whole partitions, the largest first, then the smallest
+    shared by aggregate (``Split``) to even out what is left."""
     here: Spans = []
     there: Spans = []
     load_here = float(sum(end - start for _, start, end in market_spans))
-    load_there = float(sum(end - start for _, start, end in trade_spans or ()))
-    for span in sorted(account_spans, key=lambda span: span[1] - span[2]):
+    load_there = TRADE_WEIGHT * sum(end - start for _, start, end in trade_spans or ())
+    if not account_spans:
+        return here, there, None
+    *whole, last = sorted(account_spans, key=lambda span: span[1] - span[2])
+    for span in whole:
         weight = ACCOUNT_WEIGHT * (span[2] - span[1])
         if load_there <= load_here:
             there.append(span)
@@ -745,7 +795,17 @@ def share(
         else:
             here.append(span)
             load_here += weight
-    return here, there
+    # Of the last partition's aggregates, the fraction replayed here that evens the
+    # loads (each process also reads the records of the other's).
+    per_record = (ACCOUNT_WEIGHT - SKIP_WEIGHT) * (last[2] - last[1])
+    fraction = (load_there - load_here + per_record) / (2 * per_record) if per_record else 1.0
+    if fraction >= 1:
+        here.append(last)
+    elif fraction <= 0:
+        there.append(last)
+    else:
+        return here, there, Split(last, round(fraction * SPLIT_BOUNDS))
+    return here, there, None
 
 
 def merge_accounts(results: Sequence[AccountResult]) -> AccountResult:
@@ -795,13 +855,13 @@ async def replay(
     if processes is None:
         enough = total >= SHARED_FROM and (os.cpu_count() or 1) > 1
         processes = 2 if enough else 1
-    here, there = account_spans, Spans()
+    here, there, split = account_spans, Spans(), None
     if processes > 1:
-        here, there = share(account_spans, market_spans, trade_spans)
+        here, there, split = share(account_spans, market_spans, trade_spans)
     read = [0]
     child = None
-    if there:
-        child = Child(settings, trade_spans, there, markets, cut.until, compare)
+    if there or split:
+        child = Child(settings, trade_spans, there, split, markets, cut.until, compare)
 
     def tick(count: int) -> None:
         read[0] += count
@@ -816,6 +876,9 @@ async def replay(
             market = MarketSide(markets, cut.until, compare)
             await read_into(market, settings, trade_spans, tick)
             accounts = AccountSide(markets, cut.until, compare, market.trades)  # now listed
+            if split is not None:
+                accounts.owned[split.position] = split.owner(here=True)
+                here = [*here, split.span]
             await read_into(accounts, settings, here, tick)
             await read_into(market, settings, order_spans, tick)
             venues = list(market.replayer.venues.values())  # final
@@ -850,18 +913,22 @@ class Child:
         settings: Settings,
         trade_spans: Spans,
         spans: Spans,
+        split: Split | None,
         markets: dict[str, Market],
         until: datetime | None,
         compare: bool,
     ) -> None:
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        context = multiprocessing.get_context(method)
+        context: ForkContext | SpawnContext = (
+            multiprocessing.get_context("fork")
+            if "fork" in multiprocessing.get_all_start_methods()
+            else multiprocessing.get_context("spawn")
+        )
         self._done = context.Value("q", 0, lock=False)
         self._receiver, sender = context.Pipe(duplex=False)
         self._sender = sender
         self._process = context.Process(
             target=_account_process,
-            args=(sender, settings, trade_spans, spans, markets, until, compare, self._done),
+            args=(sender, settings, trade_spans, spans, split, markets, until, compare, self._done),
             name="bitex-replay-accounts",
             daemon=True,
         )

@@ -45,13 +45,19 @@ from projections import audit_replay
 from projections.audit import conclude
 from projections.audit_read import Position, Record
 from projections.audit_replay import (
+    ACCOUNT_WEIGHT,
     REFUSED,
+    SKIP_WEIGHT,
+    SPLIT_BOUNDS,
     VERSION_FORK,
     VERSION_GAP,
+    AccountSide,
     Cut,
     Replay,
+    Split,
     digest,
     handed_back,
+    merge_accounts,
     parse_offsets,
     replay_logs,
     share,
@@ -479,14 +485,55 @@ def test_until_offset_is_parsed_from_the_reports_positions() -> None:
             parse_offsets(wrong, topics)
 
 
-def test_the_user_events_partitions_are_shared_to_balance_the_two_processes() -> None:
+@pytest.mark.parametrize("market_records", [0, 90, 150, 400])
+def test_the_user_events_partitions_are_shared_to_balance_the_two_processes(
+    market_records: int,
+) -> None:
     accounts = [((TOPICS.user_events, p), 0, size) for p, size in enumerate([40, 30, 20, 10])]
-    markets = [((TOPICS.order_events, 0), 0, 90)]
-    here, there = share(accounts, markets)
-    assert sorted(here + there) == sorted(accounts)
-    load_here = 90 + 2.0 * sum(end for _, _, end in here)
-    load_there = 2.0 * sum(end for _, _, end in there)
-    assert abs(load_here - load_there) <= 2.0 * 40
+    markets = [((TOPICS.order_events, 0), 0, market_records)]
+    here, there, split = share(accounts, markets)
+    shared = [] if split is None else [split.span]
+    assert sorted(here + there + shared) == sorted(accounts)
+    load_here = market_records + ACCOUNT_WEIGHT * sum(end for _, _, end in here)
+    load_there = ACCOUNT_WEIGHT * sum(end for _, _, end in there)
+    if split is None:  # the smallest went whole to the side still lighter with all of it
+        gets, other = (load_here, load_there) if accounts[-1] in here else (load_there, load_here)
+        assert gets - SKIP_WEIGHT * 10 <= other
+    else:  # the smallest, shared by aggregate, evens the loads out
+        assert split.span == accounts[-1]
+        fraction = split.bound / SPLIT_BOUNDS
+        load_here += 10 * (fraction * ACCOUNT_WEIGHT + (1 - fraction) * SKIP_WEIGHT)
+        load_there += 10 * ((1 - fraction) * ACCOUNT_WEIGHT + fraction * SKIP_WEIGHT)
+        assert load_here == pytest.approx(load_there)
+
+
+def test_a_shared_partition_is_replayed_once_between_the_two_processes() -> None:
+    logs = fresh_logs()
+    whole = replay_logs({}, logs, TOPICS)
+    position = (TOPICS.user_events, 0)
+    records = logs[position]
+
+    def account_side() -> AccountSide:
+        return AccountSide(whole.replayer.markets, None, False, whole.trades)
+
+    alone = account_side()
+    alone.feed(*position, records)
+    split = Split((position, 0, len(records)), SPLIT_BOUNDS // 3)
+    parts = []
+    for here in (True, False):
+        side = account_side()
+        side.owned[position] = split.owner(here)
+        side.feed(*position, records)
+        parts.append(side.result())
+    assert all(part.accounts for part in parts)  # each replayed some of them
+    assert not parts[0].accounts.keys() & parts[1].accounts.keys()
+    merged, expected = merge_accounts(parts), alone.result()
+    assert merged.accounts == expected.accounts
+    assert merged.users == expected.users
+    assert merged.ledger.balances == expected.ledger.balances
+    assert merged.settled == expected.settled
+    assert merged.counts == expected.counts
+    assert merged.violations == expected.violations == []
 
 
 # -- statements ---------------------------------------------------------------------------
