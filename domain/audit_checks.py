@@ -70,6 +70,13 @@ class Verdict(Enum):
     """The aggregate is no longer replayed (after a gap or an event the domain refused)."""
 
 
+_NEW, _DUPLICATE, _FORK = Verdict.NEW, Verdict.DUPLICATE, Verdict.FORK
+_GAP, _HALTED = Verdict.GAP, Verdict.HALTED
+"""The verdicts as names of this module: ``Verdict.NEW`` looks the member up on its
+class each time, a tenth of a microsecond in CPython 3.11, and ``see`` runs once an
+event."""
+
+
 class VersionTracker:
     """Each aggregate's versions so far, with a digest of each version's bytes.
 
@@ -89,20 +96,20 @@ class VersionTracker:
         if seen is None:
             if aggregate in self._seen:
                 self.halted[aggregate] += 1
-                return Verdict.HALTED
+                return _HALTED
             if version == 1:
                 self._seen[aggregate] = bytearray(digest)
-                return Verdict.NEW
-            return Verdict.GAP
+                return _NEW
+            return _GAP
         width = self.width
         last = len(seen) // width
         if version == last + 1:
             seen += digest
-            return Verdict.NEW
+            return _NEW
         if 0 < version <= last:
             start = (version - 1) * width
-            return Verdict.DUPLICATE if seen[start : start + width] == digest else Verdict.FORK
-        return Verdict.GAP
+            return _DUPLICATE if seen[start : start + width] == digest else _FORK
+        return _GAP
 
     def last_version(self, aggregate: Hashable) -> int:
         seen = self._seen.get(aggregate)
