@@ -13,7 +13,8 @@ them). The last line is ``BENCH replay <events/s> events/s``.
    --processes 2`` in a fresh process, timed from its start to its exit:
    every partition read from offset 0, read-committed, each event decoded,
    applied and checked as it comes (the markets and some user-events
-   partitions in one process, the other user-events partitions in a child),
+   partitions in one process, the other user-events partitions in a child,
+   the last one split between them by account),
    then the whole-state checks and the state hash. There are no read models
    for this log, so nothing is compared. Events/s is events applied over that
    whole time; the best of BENCH_REPLAY_RUNS runs (2) is the figure. Each run
