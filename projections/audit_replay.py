@@ -741,7 +741,8 @@ def _account_process(
 
 
 SHARED_FROM = 100_000
-"""Records from which a second process pays for its start (about half a second)."""
+"""Records from which a second process pays for what it adds (its own read of the
+trades, its result handed back: about half a second)."""
 # What a record costs, in market records (orders, trades) replayed and checked:
 ACCOUNT_WEIGHT = 1.65
 """an account event, replayed and checked;"""
