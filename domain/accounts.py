@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal, localcontext
 from uuid import UUID
 
-from domain.aggregates import ExchangeAggregate, StampedCreated, account_id_for
+from domain.aggregates import ExchangeAggregate, StampedCreated, account_id_for, member
 from domain.errors import (
     DomainError,
     InsufficientFunds,
@@ -106,7 +106,7 @@ class Account(ExchangeAggregate):
             units = units_of(self.amount)
             account.holding(self.asset).lock(units)
             account.reservations[self.order_id] = Reservation(
-                self.symbol, Side(self.side), self.asset, units, self.limit_price
+                self.symbol, member(Side, self.side), self.asset, units, self.limit_price
             )
             account.order_ids.add(self.order_id)
 

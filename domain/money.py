@@ -74,14 +74,28 @@ def ceil_div(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
 
 
+KNOWN_UNITS_LIMIT = 1 << 16
+_known_units: dict[Decimal, tuple[Decimal, int]] = {}
+"""``units_of`` of the amounts seen lately, by the very Decimal object: decoded events
+share their amounts, and a replay converts millions of them."""
+
+
 def units_of(amount: Decimal) -> int:
     """Minor units of an amount written at its asset's full scale (as events are).
 
     The digits of the amount, read as an integer: ``str`` writes them plainly
     unless the number is very small or has a positive exponent, and ``format``
-    with ``f`` always does (slower, so second).
+    with ``f`` always does (slower, so second). Kept for that same object only:
+    equal amounts of other scales (1.0 and 1.00) have other units.
     """
+    known = _known_units.get(amount)
+    if known is not None and known[0] is amount:
+        return known[1]
     text = str(amount)
     if "E" in text:
         text = format(amount, "f")
-    return int(text.replace(".", ""))
+    units = int(text.replace(".", ""))
+    if len(_known_units) >= KNOWN_UNITS_LIMIT:
+        _known_units.clear()
+    _known_units[amount] = (amount, units)
+    return units

@@ -8,7 +8,7 @@ from decimal import Decimal
 from enum import StrEnum
 from uuid import UUID
 
-from domain.aggregates import ExchangeAggregate, StampedCreated
+from domain.aggregates import ExchangeAggregate, StampedCreated, member
 from domain.errors import InvalidOrder
 from domain.markets import Market
 from domain.matching import SelfTradePrevention, Side, TimeInForce
@@ -276,14 +276,14 @@ class Order(ExchangeAggregate):
     ) -> None:
         self.account_id = account_id
         self.symbol = symbol
-        self.side = Side(side)
-        self.type = OrderType(type)
+        self.side = member(Side, side)
+        self.type = member(OrderType, type)
         self.price = price
         self.quantity = quantity
         self.quote_quantity = quote_quantity
-        self.time_in_force = TimeInForce(time_in_force)
+        self.time_in_force = member(TimeInForce, time_in_force)
         self.post_only = post_only
-        self.stp = SelfTradePrevention(stp)
+        self.stp = member(SelfTradePrevention, stp)
         self.client_order_id = client_order_id
         self.status = OrderStatus.ACCEPTED
         self.reason: str | None = None
