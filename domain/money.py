@@ -75,9 +75,11 @@ def ceil_div(numerator: int, denominator: int) -> int:
 
 
 KNOWN_UNITS_LIMIT = 1 << 16
-_known_units: dict[Decimal, tuple[Decimal, int]] = {}
-"""``units_of`` of the amounts seen lately, by the very Decimal object: decoded events
-share their amounts, and a replay converts millions of them."""
+_known_units: dict[int, tuple[Decimal, int]] = {}
+"""``units_of`` of the amounts seen lately, by the ``id`` of the very Decimal object (the
+entry holds it, so the id cannot be reused): decoded events share their amounts, and a
+replay converts millions of them, each twice (its account, its posting). By the Decimal
+itself it would cost its hash, three times the conversion for a new one."""
 
 
 def units_of(amount: Decimal) -> int:
@@ -88,7 +90,7 @@ def units_of(amount: Decimal) -> int:
     with ``f`` always does (slower, so second). Kept for that same object only:
     equal amounts of other scales (1.0 and 1.00) have other units.
     """
-    known = _known_units.get(amount)
+    known = _known_units.get(id(amount))
     if known is not None and known[0] is amount:
         return known[1]
     text = str(amount)
@@ -97,5 +99,5 @@ def units_of(amount: Decimal) -> int:
     units = int(text.replace(".", ""))
     if len(_known_units) >= KNOWN_UNITS_LIMIT:
         _known_units.clear()
-    _known_units[amount] = (amount, units)
+    _known_units[id(amount)] = (amount, units)
     return units
