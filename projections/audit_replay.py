@@ -683,14 +683,45 @@ def uuid_of_int(value: int) -> UUID:
     return made
 
 
+def _account_packed(
+    account: Account,
+) -> tuple[Callable[..., Account], tuple[dict[str, Any], bytes]]:
+    state = account.__dict__.copy()
+    order_ids: set[UUID] = state.pop("order_ids")
+    return account_unpacked, (state, b"".join([order_id.bytes for order_id in order_ids]))
+
+
+def account_unpacked(state: dict[str, Any], order_ids: bytes) -> Account:
+    """An account from its pickled state, its order ids given as one ``bytes``
+    (``uuid_of_int`` written out, its names looked up once: this runs once per order,
+    and the lookups are a third of its time)."""
+    new, assign, from_bytes = object.__new__, object.__setattr__, int.from_bytes
+    unknown = SafeUUID.unknown
+    ids = set()
+    for start in range(0, len(order_ids), 16):
+        made = new(UUID)
+        assign(made, "int", from_bytes(order_ids[start : start + 16]))
+        assign(made, "is_safe", unknown)
+        ids.add(made)
+    account: Account = object.__new__(Account)
+    state["order_ids"] = ids
+    account.__dict__.update(state)
+    return account
+
+
 class _ResultPickler(pickle.Pickler):
     """Pickles a UUID as its ``int``, made back without ``UUID.__init__``'s checks: a
-    fraction of the time of its own ``__getstate__``, and a child hands back hundreds
-    of thousands (its accounts' orders)."""
+    fraction of the time of its own ``__getstate__``. An account's order ids, a UUID for
+    every order it ever placed (a child hands back hundreds of thousands), go as one
+    ``bytes`` of 16 each: a tenth of the time to write, two thirds to read."""
 
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
-        self.dispatch_table = {**copyreg.dispatch_table, UUID: _uuid_by_int}
+        self.dispatch_table = {
+            **copyreg.dispatch_table,
+            UUID: _uuid_by_int,
+            Account: _account_packed,
+        }
 
 
 def handed_back(result: object) -> bytes:
