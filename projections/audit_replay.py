@@ -15,12 +15,14 @@ work, and nothing else while they replay:
 So ``replay`` runs them in two processes: a child takes some of the
 user-events partitions, reads the trades first (``TradeTable``) and hands back
 its accounts, ledger and findings at the end. Partitions are too coarse to
-balance the two, so ``share`` gives whole partitions first and then splits the
-last one by aggregate (``Split``): both processes read it, each replays its own
-accounts. The process with the markets has the whole-state checks still to do
-once its reading is done: a forked copy of it (``infra.forked``) writes the
-venues' part of the state hash meanwhile, on the core the child is about to
-leave idle.
+balance the two, so ``share`` gives whole partitions first and leaves the
+smallest to be split by aggregate (``Split``): both processes read it last, each
+replaying its own accounts. Where it is split is decided when the first process
+reaches it (``Balance``): by then both have run for the same time, so how fast
+each goes on this host is known, and the split makes them end together. The
+process with the markets has the whole-state checks still to do once its
+reading is done: a forked copy of it (``infra.forked``) writes the venues' part
+of the state hash meanwhile, on the other core.
 
 The markets come from the log too. Each is listed by a ``TradeTape.Listed``, the
 first event of its tape on the market-events topic, which both processes read
@@ -736,30 +738,34 @@ def _account_process(
     settings: Settings,
     trade_spans: Spans,
     spans: Spans,
-    split: Split | None,
+    balance: Balance,
     markets: dict[str, Market],
     until: datetime | None,
     compare: bool,
     done: Any,
 ) -> None:
     """The child's work: the trades, then its account side (its partitions, then its
-    aggregates of the split one); sends back its result (or the error)."""
+    aggregates of the shared one); sends back its result (or the error)."""
     try:
         table = TradeTable(markets, until)
 
-        def tick(count: int) -> None:
-            done.value += count
+        def trades_read(count: int) -> None:
+            balance.did(THERE, TRADE_WEIGHT * count)
 
-        def uncounted(count: int) -> None:  # the other process counts the split partition
+        def accounts_read(count: int) -> None:
+            done.value += count
+            balance.did(THERE, ACCOUNT_WEIGHT * count)
+
+        def uncounted(count: int) -> None:  # the other process counts the shared partition
             pass
 
         async def work() -> AccountResult:
-            await read_into(table, settings, trade_spans, uncounted)
+            await read_into(table, settings, trade_spans, trades_read)
             side = AccountSide(markets, until, compare, table.trades)  # markets: now listed
-            await read_into(side, settings, spans, tick)
-            if split is not None:
-                side.owned[split.position] = split.owner(here=False)
-                await read_into(side, settings, [split.span], uncounted)
+            await read_into(side, settings, spans, accounts_read)
+            split = balance.split()
+            side.owned[split.position] = split.owner(here=False)
+            await read_into(side, settings, [split.span], uncounted)
             return side.result()
 
         with collector_paused():
@@ -775,13 +781,23 @@ SHARED_FROM = 100_000
 """Records from which a second process pays for what it adds (its own read of the
 trades, its result handed back: about half a second)."""
 # What a record costs, in market records (orders, trades) replayed and checked:
-ACCOUNT_WEIGHT = 1.65
+ACCOUNT_WEIGHT = 1.85
 """an account event, replayed and checked;"""
 TRADE_WEIGHT = 0.7
 """a market record the child reads for its trade table;"""
 SKIP_WEIGHT = 0.15
-"""a record of the split partition that the other process replays (read, not decoded)."""
+"""a record of the split partition that the other process replays (read, not decoded);"""
+FINISH_WEIGHT = 0.12
+"""a market record's part in the markets' final checks, which this process does once its
+reading is done;"""
+HASH_WEIGHT = 0.08
+"""its part in the venues' hash, which a fork of this process writes meanwhile, on the
+core of the child (counted in the child's work);"""
+HAND_BACK_WEIGHT = 0.03
+"""an account event's part in the child's result, written once its reading is done."""
 SPLIT_BOUNDS = 1 << 32
+HERE, THERE = 0, 1
+"""The two processes: this one (with the markets) and the child."""
 
 
 @dataclass(frozen=True)
@@ -807,15 +823,17 @@ class Split:
 
 def share(
     account_spans: Spans, market_spans: Spans, trade_spans: Spans | None = None
-) -> tuple[Spans, Spans, Split | None]:
-    """Split the user-events partitions between this process (which also replays the
-    markets) and a child (which reads ``trade_spans`` first), so that both finish
-    at about the same time: whole partitions, the largest first, then the smallest
-    shared by aggregate (``Split``) to even out what is left."""
+) -> tuple[Spans, Spans, tuple[Position, int, int] | None]:
+    """Share the user-events partitions between this process (which also replays the
+    markets) and a child (which reads ``trade_spans`` first): whole partitions, the
+    largest first, each to the process with less work so far; the smallest is left to
+    be split by aggregate (``Balance``), once the processes' speeds are known."""
     here: Spans = []
     there: Spans = []
-    load_here = float(sum(end - start for _, start, end in market_spans))
-    load_there = TRADE_WEIGHT * sum(end - start for _, start, end in trade_spans or ())
+    markets = sum(end - start for _, start, end in market_spans)
+    load_here = (1 + FINISH_WEIGHT) * markets
+    load_there = HASH_WEIGHT * markets
+    load_there += TRADE_WEIGHT * sum(end - start for _, start, end in trade_spans or ())
     if not account_spans:
         return here, there, None
     *whole, last = sorted(account_spans, key=lambda span: span[1] - span[2])
@@ -827,17 +845,65 @@ def share(
         else:
             here.append(span)
             load_here += weight
-    # Of the last partition's aggregates, the fraction replayed here that evens the
-    # loads (each process also reads the records of the other's).
-    per_record = (ACCOUNT_WEIGHT - SKIP_WEIGHT) * (last[2] - last[1])
-    fraction = (load_there - load_here + per_record) / (2 * per_record) if per_record else 1.0
-    if fraction >= 1:
-        here.append(last)
-    elif fraction <= 0:
-        there.append(last)
-    else:
-        return here, there, Split(last, round(fraction * SPLIT_BOUNDS))
-    return here, there, None
+    return here, there, last
+
+
+def split_bound(done: Sequence[float], left: Sequence[float], records: int) -> int:
+    """Where to split a partition of ``records`` (``Split.bound``) so that both processes
+    end together, given the work each has done in the same time (so their speeds) and
+    the work each has left besides its part of the split.
+
+    Here takes the fraction ``f`` of the aggregates: its time left is
+    ``(left_here + records * (f * ACCOUNT + (1 - f) * SKIP)) / speed_here``, and the
+    child's the same with ``1 - f``; ``f`` makes the two equal (kept within 0 and 1).
+    """
+    done_here, done_there = done if min(done) > 0 else (1.0, 1.0)  # no speed yet: alike
+    left_here, left_there = left
+    if records <= 0:
+        return SPLIT_BOUNDS
+    gap = records * (ACCOUNT_WEIGHT - SKIP_WEIGHT)
+    fraction = (
+        done_here * (left_there + records * ACCOUNT_WEIGHT)
+        - done_there * (left_here + records * SKIP_WEIGHT)
+    ) / (gap * (done_here + done_there))
+    return round(min(max(fraction, 0.0), 1.0) * SPLIT_BOUNDS)
+
+
+class Balance:
+    """What the two processes share while they replay: the work each has done (in market
+    records, by the weights above), and where the shared partition is split.
+
+    The first process to reach that partition splits it, so that the two end together
+    (``split_bound``): by then both have run for the same time, so their speeds are
+    known, whatever the host lets each of them have.
+    """
+
+    def __init__(
+        self,
+        context: ForkContext | SpawnContext,
+        span: tuple[Position, int, int],
+        planned: tuple[float, float],
+        ends: tuple[float, float],
+    ) -> None:
+        self.span = span
+        self.planned = planned
+        """The work each process does before the shared partition."""
+        self.ends = ends
+        """The work each does after it: the final checks here, the hand-back there."""
+        self._done = context.Array("d", 2, lock=False)
+        self._bound = context.Value("q", -1)
+
+    def did(self, process: int, work: float) -> None:
+        self._done[process] += work  # each process writes its own slot only
+
+    def split(self) -> Split:
+        """The split of the shared partition, decided by the first process to ask."""
+        with self._bound.get_lock():
+            if self._bound.value < 0:
+                done = (self._done[HERE], self._done[THERE])
+                left = [max(self.planned[p] - done[p], 0.0) + self.ends[p] for p in (HERE, THERE)]
+                self._bound.value = split_bound(done, left, self.span[2] - self.span[1])
+            return Split(self.span, int(self._bound.value))
 
 
 def merge_accounts(results: Sequence[AccountResult]) -> AccountResult:
@@ -887,18 +953,38 @@ async def replay(
     if processes is None:
         enough = total >= SHARED_FROM and (os.cpu_count() or 1) > 1
         processes = 2 if enough else 1
-    here, there, split = account_spans, Spans(), None
+    here, there, shared = account_spans, Spans(), None
     if processes > 1:
-        here, there, split = share(account_spans, market_spans, trade_spans)
+        here, there, shared = share(account_spans, market_spans, trade_spans)
     read = [0]
-    child = None
-    if there or split:
-        child = Child(settings, trade_spans, there, split, markets, cut.until, compare)
+    child = balance = None
+    if shared is not None:
+        context = _context()
+        markets_records = sum(end - start for _, start, end in market_spans)
+        there_records = sum(end - start for _, start, end in there)
+        planned = (
+            markets_records + ACCOUNT_WEIGHT * sum(end - start for _, start, end in here),
+            TRADE_WEIGHT * sum(end - start for _, start, end in trade_spans)
+            + ACCOUNT_WEIGHT * there_records,
+        )
+        ends = (
+            FINISH_WEIGHT * markets_records,
+            HASH_WEIGHT * markets_records + HAND_BACK_WEIGHT * there_records,
+        )
+        balance = Balance(context, shared, planned, ends)
+        child = Child(context, settings, trade_spans, there, balance, markets, cut.until, compare)
 
-    def tick(count: int) -> None:
-        read[0] += count
-        if report is not None:
-            report(read[0] + (child.done() if child else 0), total)
+    def counted(weight: float) -> Callable[[int], None]:
+        """What reading a span of records of this ``weight`` each reports."""
+
+        def tick(count: int) -> None:
+            read[0] += count
+            if balance is not None:
+                balance.did(HERE, weight * count)
+            if report is not None:
+                report(read[0] + (child.done() if child else 0), total)
+
+        return tick
 
     hashing = None
     with collector_paused():
@@ -906,20 +992,21 @@ async def replay(
             if child is not None:
                 child.start()
             market = MarketSide(markets, cut.until, compare)
-            await read_into(market, settings, trade_spans, tick)
+            await read_into(market, settings, trade_spans, counted(1.0))
             accounts = AccountSide(markets, cut.until, compare, market.trades)  # now listed
-            if split is not None:
+            await read_into(accounts, settings, here, counted(ACCOUNT_WEIGHT))
+            await read_into(market, settings, order_spans, counted(1.0))
+            if balance is not None:  # last, split as the two processes' progress says
+                split = balance.split()
                 accounts.owned[split.position] = split.owner(here=True)
-                here = [*here, split.span]
-            await read_into(accounts, settings, here, tick)
-            await read_into(market, settings, order_spans, tick)
+                await read_into(accounts, settings, [split.span], counted(0.0))
             venues = list(market.replayer.venues.values())  # final
             if processes > 1:  # the child is done or nearly: its core is about to idle
                 hashing = Forked(lambda: venues_part(venues))
             market.finish()
             results = [accounts.result()]
             if child is not None:
-                results.append(child.result(lambda: tick(0)))
+                results.append(child.result(counted(0.0)))
             venue_lines = venues_part(venues) if hashing is None else hashing.result()
         finally:
             if child is not None:
@@ -942,25 +1029,31 @@ class Child:
 
     def __init__(
         self,
+        context: ForkContext | SpawnContext,
         settings: Settings,
         trade_spans: Spans,
         spans: Spans,
-        split: Split | None,
+        balance: Balance,
         markets: dict[str, Market],
         until: datetime | None,
         compare: bool,
     ) -> None:
-        context: ForkContext | SpawnContext = (
-            multiprocessing.get_context("fork")
-            if "fork" in multiprocessing.get_all_start_methods()
-            else multiprocessing.get_context("spawn")
-        )
         self._done = context.Value("q", 0, lock=False)
         self._receiver, sender = context.Pipe(duplex=False)
         self._sender = sender
         self._process = context.Process(
             target=_account_process,
-            args=(sender, settings, trade_spans, spans, split, markets, until, compare, self._done),
+            args=(
+                sender,
+                settings,
+                trade_spans,
+                spans,
+                balance,
+                markets,
+                until,
+                compare,
+                self._done,
+            ),
             name="bitex-replay-accounts",
             daemon=True,
         )
@@ -973,10 +1066,10 @@ class Child:
         """Records the child has replayed so far."""
         return int(self._done.value)
 
-    def result(self, waiting: Callable[[], None]) -> AccountResult:
-        """Wait for the child's account side (calling ``waiting`` now and then)."""
+    def result(self, waiting: Callable[[int], None]) -> AccountResult:
+        """Wait for the child's account side (calling ``waiting(0)`` now and then)."""
         while not self._receiver.poll(0.25):
-            waiting()
+            waiting(0)
             if not self._process.is_alive() and not self._receiver.poll(0):
                 msg = f"the account replay process died (exit code {self._process.exitcode})"
                 raise RuntimeError(msg)
@@ -994,6 +1087,13 @@ class Child:
         if self._process.is_alive():
             self._process.kill()
             self._process.join()
+
+
+def _context() -> ForkContext | SpawnContext:
+    """Fork where the platform can (see ``Child``)."""
+    if "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
 
 
 def replay_logs(

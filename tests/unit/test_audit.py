@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import multiprocessing
 import pickle
 from collections.abc import Callable
 from datetime import timedelta
@@ -19,6 +20,8 @@ from uuid import UUID
 
 import pytest
 from eventsourcing.persistence import Mapper
+from hypothesis import given
+from hypothesis import strategies as st
 
 from domain.accounts import Account
 from domain.audit_checks import (
@@ -46,12 +49,15 @@ from projections.audit import conclude
 from projections.audit_read import Position, Record
 from projections.audit_replay import (
     ACCOUNT_WEIGHT,
+    HERE,
     REFUSED,
     SKIP_WEIGHT,
     SPLIT_BOUNDS,
+    THERE,
     VERSION_FORK,
     VERSION_GAP,
     AccountSide,
+    Balance,
     Cut,
     Replay,
     Split,
@@ -61,6 +67,7 @@ from projections.audit_replay import (
     parse_offsets,
     replay_logs,
     share,
+    split_bound,
 )
 from projections.audit_statement import StatementSide, write_csv
 from streams.local import LocalCluster
@@ -485,26 +492,56 @@ def test_until_offset_is_parsed_from_the_reports_positions() -> None:
             parse_offsets(wrong, topics)
 
 
-@pytest.mark.parametrize("market_records", [0, 90, 150, 400])
-def test_the_user_events_partitions_are_shared_to_balance_the_two_processes(
-    market_records: int,
+@pytest.mark.parametrize(
+    ("market_records", "here", "there"),
+    [(0, [1, 2], [0]), (90, [2], [0, 1]), (150, [], [0, 1, 2]), (400, [], [0, 1, 2])],
+)
+def test_whole_partitions_go_to_the_process_with_less_work_and_the_smallest_is_shared(
+    market_records: int, here: list[int], there: list[int]
 ) -> None:
     accounts = [((TOPICS.user_events, p), 0, size) for p, size in enumerate([40, 30, 20, 10])]
     markets = [((TOPICS.order_events, 0), 0, market_records)]
-    here, there, split = share(accounts, markets)
-    shared = [] if split is None else [split.span]
-    assert sorted(here + there + shared) == sorted(accounts)
-    load_here = market_records + ACCOUNT_WEIGHT * sum(end for _, _, end in here)
-    load_there = ACCOUNT_WEIGHT * sum(end for _, _, end in there)
-    if split is None:  # the smallest went whole to the side still lighter with all of it
-        gets, other = (load_here, load_there) if accounts[-1] in here else (load_there, load_here)
-        assert gets - SKIP_WEIGHT * 10 <= other
-    else:  # the smallest, shared by aggregate, evens the loads out
-        assert split.span == accounts[-1]
-        fraction = split.bound / SPLIT_BOUNDS
-        load_here += 10 * (fraction * ACCOUNT_WEIGHT + (1 - fraction) * SKIP_WEIGHT)
-        load_there += 10 * ((1 - fraction) * ACCOUNT_WEIGHT + fraction * SKIP_WEIGHT)
-        assert load_here == pytest.approx(load_there)
+    assert share(accounts, markets) == (
+        [accounts[p] for p in here],
+        [accounts[p] for p in there],
+        accounts[3],
+    )
+    assert share([], markets) == ([], [], None)
+
+
+@given(
+    done=st.tuples(st.floats(1, 1e7), st.floats(1, 1e7)),
+    left=st.tuples(st.floats(0, 1e7), st.floats(0, 1e7)),
+    records=st.integers(1, 10**7),
+)
+def test_the_shared_partition_is_split_for_both_processes_to_end_together(
+    done: tuple[float, float], left: tuple[float, float], records: int
+) -> None:
+    bound = split_bound(done, left, records)
+    here = bound / SPLIT_BOUNDS
+    there = 1 - here
+    # Time left, in the same unit for both: work left over work done in the same time.
+    time_here = (left[0] + records * (here * ACCOUNT_WEIGHT + there * SKIP_WEIGHT)) / done[0]
+    time_there = (left[1] + records * (there * ACCOUNT_WEIGHT + here * SKIP_WEIGHT)) / done[1]
+    if bound == 0:  # here ends last even with none of it
+        assert time_here >= time_there * (1 - 1e-9)
+    elif bound == SPLIT_BOUNDS:  # the child does
+        assert time_there >= time_here * (1 - 1e-9)
+    else:
+        assert time_here == pytest.approx(time_there, rel=1e-6)
+
+
+def test_the_first_process_to_reach_the_shared_partition_splits_it_for_both() -> None:
+    span = ((TOPICS.user_events, 0), 0, 1000)
+    balance = Balance(multiprocessing.get_context("spawn"), span, (500.0, 800.0), (50.0, 10.0))
+    balance.did(HERE, 500.0)  # here has done all it had, at twice the child's speed
+    balance.did(THERE, 250.0)
+    split = balance.split()
+    assert split.span == span
+    assert split.bound == split_bound((500.0, 250.0), (50.0, 560.0), 1000)
+    assert SPLIT_BOUNDS // 2 < split.bound < SPLIT_BOUNDS  # here, faster and nearly done
+    balance.did(THERE, 550.0)
+    assert balance.split() == split  # decided once
 
 
 def test_a_shared_partition_is_replayed_once_between_the_two_processes() -> None:
