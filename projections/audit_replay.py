@@ -19,10 +19,10 @@ balance the two, so ``share`` gives whole partitions first and leaves the
 smallest to be split by aggregate (``Split``): both processes read it last, each
 replaying its own accounts. Where it is split is decided when the first process
 reaches it (``Balance``): by then both have run for the same time, so how fast
-each goes on this host is known, and the split makes them end together. The
-process with the markets has the whole-state checks still to do once its
-reading is done: a forked copy of it (``infra.forked``) writes the venues' part
-of the state hash meanwhile, on the other core.
+each goes on this host is known, and the split makes them end together (the
+child does not read it at all when this process takes all of it). The markets
+are final before that partition: a forked copy of this process
+(``infra.forked``) writes the venues' part of the state hash meanwhile.
 
 The markets come from the log too. Each is listed by a ``TradeTape.Listed``, the
 first event of its tape on the market-events topic, which both processes read
@@ -764,8 +764,9 @@ def _account_process(
             side = AccountSide(markets, until, compare, table.trades)  # markets: now listed
             await read_into(side, settings, spans, accounts_read)
             split = balance.split()
-            side.owned[split.position] = split.owner(here=False)
-            await read_into(side, settings, [split.span], uncounted)
+            if split.bound < SPLIT_BOUNDS:  # else the other process replays all of it
+                side.owned[split.position] = split.owner(here=False)
+                await read_into(side, settings, [split.span], uncounted)
             return side.result()
 
         with collector_paused():
@@ -787,12 +788,12 @@ TRADE_WEIGHT = 0.7
 """a market record the child reads for its trade table;"""
 SKIP_WEIGHT = 0.15
 """a record of the split partition that the other process replays (read, not decoded);"""
-FINISH_WEIGHT = 0.12
+FINISH_WEIGHT = 0.07
 """a market record's part in the markets' final checks, which this process does once its
 reading is done;"""
 HASH_WEIGHT = 0.08
-"""its part in the venues' hash, which a fork of this process writes meanwhile, on the
-core of the child (counted in the child's work);"""
+"""its part in the venues' hash, which a fork of this process writes while both read the
+shared partition (half of it counted in each one's work);"""
 HAND_BACK_WEIGHT = 0.03
 """an account event's part in the child's result, written once its reading is done."""
 SPLIT_BOUNDS = 1 << 32
@@ -832,7 +833,8 @@ def share(
     there: Spans = []
     markets = sum(end - start for _, start, end in market_spans)
     load_here = (1 + FINISH_WEIGHT) * markets
-    load_there = HASH_WEIGHT * markets
+    load_here += HASH_WEIGHT * markets / 2
+    load_there = HASH_WEIGHT * markets / 2
     load_there += TRADE_WEIGHT * sum(end - start for _, start, end in trade_spans or ())
     if not account_spans:
         return here, there, None
@@ -967,9 +969,10 @@ async def replay(
             TRADE_WEIGHT * sum(end - start for _, start, end in trade_spans)
             + ACCOUNT_WEIGHT * there_records,
         )
+        hash_work = HASH_WEIGHT * markets_records / 2
         ends = (
-            FINISH_WEIGHT * markets_records,
-            HASH_WEIGHT * markets_records + HAND_BACK_WEIGHT * there_records,
+            FINISH_WEIGHT * markets_records + hash_work,
+            HAND_BACK_WEIGHT * there_records + hash_work,
         )
         balance = Balance(context, shared, planned, ends)
         child = Child(context, settings, trade_spans, there, balance, markets, cut.until, compare)
@@ -996,13 +999,12 @@ async def replay(
             accounts = AccountSide(markets, cut.until, compare, market.trades)  # now listed
             await read_into(accounts, settings, here, counted(ACCOUNT_WEIGHT))
             await read_into(market, settings, order_spans, counted(1.0))
-            if balance is not None:  # last, split as the two processes' progress says
+            venues = list(market.replayer.venues.values())  # final
+            if balance is not None:  # the shared partition last, split by progress so far
+                hashing = Forked(lambda: venues_part(venues))  # meanwhile, on both cores
                 split = balance.split()
                 accounts.owned[split.position] = split.owner(here=True)
                 await read_into(accounts, settings, [split.span], counted(0.0))
-            venues = list(market.replayer.venues.values())  # final
-            if processes > 1:  # the child is done or nearly: its core is about to idle
-                hashing = Forked(lambda: venues_part(venues))
             market.finish()
             results = [accounts.result()]
             if child is not None:

@@ -531,6 +531,15 @@ def test_the_shared_partition_is_split_for_both_processes_to_end_together(
         assert time_here == pytest.approx(time_there, rel=1e-6)
 
 
+@given(raw_id=st.binary(min_size=1, max_size=40))
+def test_a_split_at_either_end_gives_one_process_every_event(raw_id: bytes) -> None:
+    span = ((TOPICS.user_events, 0), 0, 10)
+    for bound, owner in ((0, False), (SPLIT_BOUNDS, True)):  # the child skips the read
+        split = Split(span, bound)
+        assert split.owner(here=owner)(raw_id)
+        assert not split.owner(here=not owner)(raw_id)
+
+
 def test_the_first_process_to_reach_the_shared_partition_splits_it_for_both() -> None:
     span = ((TOPICS.user_events, 0), 0, 1000)
     balance = Balance(multiprocessing.get_context("spawn"), span, (500.0, 800.0), (50.0, 10.0))
