@@ -793,7 +793,7 @@ FINISH_WEIGHT = 0.07
 reading is done;"""
 HASH_WEIGHT = 0.08
 """its part in the venues' hash, which a fork of this process writes while both read the
-shared partition (half of it counted in each one's work);"""
+shared partition;"""
 HAND_BACK_WEIGHT = 0.03
 """an account event's part in the child's result, written once its reading is done."""
 SPLIT_BOUNDS = 1 << 32
@@ -822,6 +822,26 @@ class Split:
         return lambda raw_id: raw_id is not None and crc32(raw_id) >= bound
 
 
+def _records(spans: Spans) -> int:
+    return sum(end - start for _, start, end in spans)
+
+
+def work(
+    market_spans: Spans, trade_spans: Spans, here: Spans, there: Spans
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The work of each process (``HERE``, ``THERE``), in market records by the weights
+    above: before the shared partition, and after it (the final checks here, the
+    hand-back there, the venues' hash half on each)."""
+    markets = _records(market_spans)
+    hashing = HASH_WEIGHT * markets / 2
+    before = (
+        markets + ACCOUNT_WEIGHT * _records(here),
+        TRADE_WEIGHT * _records(trade_spans) + ACCOUNT_WEIGHT * _records(there),
+    )
+    after = (FINISH_WEIGHT * markets + hashing, HAND_BACK_WEIGHT * _records(there) + hashing)
+    return before, after
+
+
 def share(
     account_spans: Spans, market_spans: Spans, trade_spans: Spans | None = None
 ) -> tuple[Spans, Spans, tuple[Position, int, int] | None]:
@@ -831,22 +851,15 @@ def share(
     be split by aggregate (``Balance``), once the processes' speeds are known."""
     here: Spans = []
     there: Spans = []
-    markets = sum(end - start for _, start, end in market_spans)
-    load_here = (1 + FINISH_WEIGHT) * markets
-    load_here += HASH_WEIGHT * markets / 2
-    load_there = HASH_WEIGHT * markets / 2
-    load_there += TRADE_WEIGHT * sum(end - start for _, start, end in trade_spans or ())
     if not account_spans:
         return here, there, None
     *whole, last = sorted(account_spans, key=lambda span: span[1] - span[2])
     for span in whole:
-        weight = ACCOUNT_WEIGHT * (span[2] - span[1])
-        if load_there <= load_here:
+        before, after = work(market_spans, trade_spans or [], here, there)
+        if before[THERE] + after[THERE] <= before[HERE] + after[HERE]:
             there.append(span)
-            load_there += weight
         else:
             here.append(span)
-            load_here += weight
     return here, there, last
 
 
@@ -884,14 +897,12 @@ class Balance:
         self,
         context: ForkContext | SpawnContext,
         span: tuple[Position, int, int],
-        planned: tuple[float, float],
-        ends: tuple[float, float],
+        before: tuple[float, float],
+        after: tuple[float, float],
     ) -> None:
         self.span = span
-        self.planned = planned
-        """The work each process does before the shared partition."""
-        self.ends = ends
-        """The work each does after it: the final checks here, the hand-back there."""
+        self.before, self.after = before, after
+        """The work of each process before the shared partition, and after it (``work``)."""
         self._done = context.Array("d", 2, lock=False)
         self._bound = context.Value("q", -1)
 
@@ -903,7 +914,7 @@ class Balance:
         with self._bound.get_lock():
             if self._bound.value < 0:
                 done = (self._done[HERE], self._done[THERE])
-                left = [max(self.planned[p] - done[p], 0.0) + self.ends[p] for p in (HERE, THERE)]
+                left = [max(self.before[p] - done[p], 0.0) + self.after[p] for p in (HERE, THERE)]
                 self._bound.value = split_bound(done, left, self.span[2] - self.span[1])
             return Split(self.span, int(self._bound.value))
 
@@ -962,19 +973,7 @@ async def replay(
     child = balance = None
     if shared is not None:
         context = _context()
-        markets_records = sum(end - start for _, start, end in market_spans)
-        there_records = sum(end - start for _, start, end in there)
-        planned = (
-            markets_records + ACCOUNT_WEIGHT * sum(end - start for _, start, end in here),
-            TRADE_WEIGHT * sum(end - start for _, start, end in trade_spans)
-            + ACCOUNT_WEIGHT * there_records,
-        )
-        hash_work = HASH_WEIGHT * markets_records / 2
-        ends = (
-            FINISH_WEIGHT * markets_records + hash_work,
-            HAND_BACK_WEIGHT * there_records + hash_work,
-        )
-        balance = Balance(context, shared, planned, ends)
+        balance = Balance(context, shared, *work(market_spans, trade_spans, here, there))
         child = Child(context, settings, trade_spans, there, balance, markets, cut.until, compare)
 
     def counted(weight: float) -> Callable[[int], None]:
