@@ -312,8 +312,10 @@ def check_settlement(
     fee_amount = receiving.to_decimal(fee)
     if event.fee != fee_amount:
         problems.append(f"trade {event.trade_id}: fee {event.fee}, the rules give {fee_amount}")
-    fee_rounding = WIDE.divide(Decimal(rounding), Decimal(denominator)).scaleb(
-        -receiving.scale, WIDE
+    fee_rounding = (  # none, four settlements in five: no division to make
+        WIDE.divide(Decimal(rounding), Decimal(denominator)).scaleb(-receiving.scale, WIDE)
+        if rounding
+        else zero
     )
     if event.fee_rounding != fee_rounding:
         problems.append(

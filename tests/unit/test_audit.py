@@ -289,6 +289,27 @@ def test_a_settlement_with_a_wrong_fee_is_found() -> None:
     assert found[0].events[0].offset == record[0]
 
 
+@pytest.mark.parametrize("rounded", [False, True])
+def test_a_settlement_with_a_wrong_fee_rounding_is_found(rounded: bool) -> None:
+    logs = fresh_logs()
+
+    def settled(record: Record) -> bool:  # with or without a fee rounding
+        if not is_event("bitex.account.TradeSettled")(record):
+            return False
+        event = EventMapper().to_domain_event(stored_event(record[1], record[2]))  # type: ignore[arg-type]
+        return bool(event.fee_rounding) == rounded  # type: ignore[attr-defined]
+
+    position, index = find(logs, TOPICS.user_events, settled)
+    record = logs[position][index]
+    wrong = Decimal("0") if rounded else Decimal("0.00000001")
+    logs[position][index] = reencoded(record, fee_rounding=wrong)
+    _, violations = audited(logs)
+    found = [v for v in violations if v.check == SETTLEMENT]
+    assert len(found) == 1, violations
+    assert f"fee rounding {wrong}, the rules give" in found[0].message
+    assert found[0].events[0].offset == record[0]
+
+
 def test_a_trade_settled_under_another_id_is_found_on_both_trades() -> None:
     logs = fresh_logs()
     position, index = find(logs, TOPICS.user_events, is_event("bitex.account.TradeSettled"))
