@@ -29,7 +29,7 @@ from infra.redis_keys import RedisKeys
 from infra.settings import Settings
 from infra.topics import TopicMap
 from projections.audit_read import EventReader
-from projections.audit_replay import Cut, plan
+from projections.audit_replay import Cut, plan, records_in
 from projections.mysql_projection import MySQLProjection
 from projections.redis_projection import Plan, RedisProjection
 from projections.runner import ProjectionRuntime, event_topics
@@ -117,7 +117,7 @@ async def rebuild_read_models(
         ]
     )
     spans = await plan(settings, list(event_topics(topics)), Cut())
-    total = sum(end - start for _, start, end in spans)
+    total = records_in(spans)
     done = 0
     try:
         async with EventReader(settings) as reader:

@@ -822,7 +822,8 @@ class Split:
         return lambda raw_id: raw_id is not None and crc32(raw_id) >= bound
 
 
-def _records(spans: Spans) -> int:
+def records_in(spans: Spans) -> int:
+    """How many records (offsets) ``spans`` cover."""
     return sum(end - start for _, start, end in spans)
 
 
@@ -832,13 +833,13 @@ def work(
     """The work of each process (``HERE``, ``THERE``), in market records by the weights
     above: before the shared partition, and after it (the final checks here, the
     hand-back there, the venues' hash half on each)."""
-    markets = _records(market_spans)
+    markets = records_in(market_spans)
     hashing = HASH_WEIGHT * markets / 2
     before = (
-        markets + ACCOUNT_WEIGHT * _records(here),
-        TRADE_WEIGHT * _records(trade_spans) + ACCOUNT_WEIGHT * _records(there),
+        markets + ACCOUNT_WEIGHT * records_in(here),
+        TRADE_WEIGHT * records_in(trade_spans) + ACCOUNT_WEIGHT * records_in(there),
     )
-    after = (FINISH_WEIGHT * markets + hashing, HAND_BACK_WEIGHT * _records(there) + hashing)
+    after = (FINISH_WEIGHT * markets + hashing, HAND_BACK_WEIGHT * records_in(there) + hashing)
     return before, after
 
 
@@ -960,7 +961,7 @@ async def replay(
     trade_spans = await plan(settings, [topics.market_events], cut)
     order_spans = await plan(settings, [topics.order_events], cut)
     spans = account_spans + trade_spans + order_spans
-    total = sum(end - start for _, start, end in spans)
+    total = records_in(spans)
     positions = {position: end for position, _, end in spans}
     market_spans = trade_spans + order_spans
     if processes is None:
