@@ -127,6 +127,11 @@ class EventMapper(Mapper[UUID]):
         self._parsed = {kind: ParsedValues(PARSERS[kind], parsed_limit) for kind in KEPT}
         self._plans: dict[str, DecodingPlan] = {}
 
+    def parsed_id(self, text: str) -> UUID:
+        """The UUID ``text`` spells, the same object its events' fields hold (a reader
+        that takes ids from record headers shares them with the events)."""
+        return cast(UUID, self._parsed[UUID](text))
+
     def to_domain_event(self, stored_event: StoredEvent) -> CanMutateAggregate[UUID]:
         return self.decode(
             stored_event.topic,
@@ -172,9 +177,9 @@ class EventMapper(Mapper[UUID]):
             value = state.get(name)
             if isinstance(value, str):
                 state[name] = parse_each(value)
-        event: Any = object.__new__(event_class)
+        event: CanMutateAggregate[UUID] = object.__new__(event_class)
         object.__setattr__(event, "__dict__", state)
-        return cast("CanMutateAggregate[UUID]", event)
+        return event
 
     def _plan(self, topic: str) -> DecodingPlan:
         event_class = resolve_topic(topic)

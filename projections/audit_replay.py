@@ -335,7 +335,7 @@ class Side:
         return route
 
     def _id(self, raw_id: bytes) -> UUID:
-        aggregate_id = self._ids[raw_id] = UUID(raw_id.decode())
+        aggregate_id = self._ids[raw_id] = self.mapper.parsed_id(raw_id.decode())
         return aggregate_id
 
     def _place(self, raw_id: bytes, version: int, route: Route, offset: int) -> EventPlace:
@@ -1007,9 +1007,10 @@ async def replay(
                 await read_into(accounts, settings, [split.span], counted(0.0))
             market.finish()
             results = [accounts.result()]
+            # the hash first: it is done by now, and taking it in overlaps the child's hand-back
+            venue_lines = venues_part(venues) if hashing is None else hashing.result()
             if child is not None:
                 results.append(child.result(counted(0.0)))
-            venue_lines = venues_part(venues) if hashing is None else hashing.result()
         finally:
             if child is not None:
                 child.stop()

@@ -67,6 +67,17 @@ def test_a_decimal_keeps_its_scale_and_the_json_is_plain() -> None:
     assert isinstance(back.order_id, UUID)  # type: ignore[attr-defined]
 
 
+def test_an_id_from_a_header_is_the_object_the_events_fields_hold() -> None:
+    mapper = EventMapper()
+    settled = next(e for e in a_busy_world().events if type(e).__name__ == "TradeSettled")
+    back = mapper.to_domain_event(mapper.to_stored_event(settled))
+    order_id = back.order_id  # type: ignore[attr-defined]
+    assert mapper.parsed_id(str(order_id)) is order_id
+    other = uuid5(BITEX_NAMESPACE, "never in an event")
+    assert mapper.parsed_id(str(other)) == other
+    assert mapper.parsed_id(str(other)) is mapper.parsed_id(str(other))
+
+
 def test_keys_are_sorted_so_equal_events_are_equal_bytes() -> None:
     mapper = EventMapper()
     event = a_busy_world().events[-1]
