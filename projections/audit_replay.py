@@ -57,7 +57,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from uuid import UUID, SafeUUID
 from zlib import crc32
 
@@ -717,7 +717,7 @@ class _ResultPickler(pickle.Pickler):
     every order it ever placed (a child hands back hundreds of thousands), go as one
     ``bytes`` of 16 each: a tenth of the time to write, two thirds to read."""
 
-    def __init__(self, file: io.BytesIO) -> None:
+    def __init__(self, file: IO[bytes]) -> None:
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
         self.dispatch_table = {
             **copyreg.dispatch_table,
@@ -727,10 +727,24 @@ class _ResultPickler(pickle.Pickler):
 
 
 def handed_back(result: object) -> bytes:
-    """``result`` as the child sends it (``pickle.loads`` reads it)."""
+    """``result`` as the child writes it (``pickle.loads`` reads it)."""
     buffer = io.BytesIO()
     _ResultPickler(buffer).dump(result)
     return buffer.getvalue()
+
+
+def hand_back(connection: Connection, result: object) -> None:
+    """Write ``result`` down the pipe as it is pickled (``take_back`` reads it): the other
+    process reads each frame as it comes, so writing and reading overlap instead of
+    adding up (about a sixth of a second each for a child's accounts)."""
+    with os.fdopen(os.dup(connection.fileno()), "wb") as stream:
+        _ResultPickler(stream).dump(result)
+
+
+def take_back(connection: Connection) -> Any:
+    """What ``hand_back`` wrote down the pipe (raises ``EOFError`` if the writer died)."""
+    with os.fdopen(os.dup(connection.fileno()), "rb") as stream:
+        return pickle.load(stream)
 
 
 def _account_process(
@@ -771,9 +785,11 @@ def _account_process(
 
         with collector_paused():
             result = asyncio.run(work())
-        connection.send_bytes(handed_back(("ok", result)))
+        outcome: tuple[str, object] = ("ok", result)
     except BaseException:
-        connection.send(("error", traceback.format_exc()))
+        outcome = ("error", traceback.format_exc())
+    try:
+        hand_back(connection, outcome)
     finally:
         connection.close()
 
@@ -1076,7 +1092,12 @@ class Child:
             if not self._process.is_alive() and not self._receiver.poll(0):
                 msg = f"the account replay process died (exit code {self._process.exitcode})"
                 raise RuntimeError(msg)
-        status, payload = pickle.loads(self._receiver.recv_bytes())
+        try:
+            status, payload = take_back(self._receiver)
+        except (EOFError, pickle.UnpicklingError) as error:
+            code = self._process.exitcode
+            msg = f"the account replay process died handing back (exit code {code}): {error}"
+            raise RuntimeError(msg) from error
         if status != "ok":
             msg = f"the account replay process failed:\n{payload}"
             raise RuntimeError(msg)

@@ -12,6 +12,7 @@ import hashlib
 import io
 import multiprocessing
 import pickle
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
@@ -62,12 +63,14 @@ from projections.audit_replay import (
     Replay,
     Split,
     digest,
+    hand_back,
     handed_back,
     merge_accounts,
     parse_offsets,
     replay_logs,
     share,
     split_bound,
+    take_back,
 )
 from projections.audit_statement import StatementSide, write_csv
 from streams.local import LocalCluster
@@ -180,6 +183,25 @@ def test_the_replay_learns_the_markets_from_their_listings_on_the_log() -> None:
     clashing = replay_logs(other, fresh_logs(), TOPICS)
     refused = [v.message for v in clashing.violations if v.check == REFUSED]
     assert "BTC-USDT is listed as" in refused[0]
+
+
+def test_a_hand_back_larger_than_the_pipe_is_read_as_it_is_written() -> None:
+    replayed, _ = audited(fresh_logs())
+    result = (replayed.replayer.accounts, bytes(range(256)) * 8192)
+    assert len(handed_back(result)) > 1 << 21  # far beyond what a pipe holds unread
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+
+    def child() -> None:  # as ``_account_process`` ends
+        hand_back(sender, ("ok", result))
+        sender.close()
+
+    writer = threading.Thread(target=child)
+    writer.start()
+    status, back = take_back(receiver)
+    writer.join()
+    assert (status, back) == ("ok", result)
+    with pytest.raises(EOFError):  # nothing more: the writer is gone
+        take_back(receiver)
 
 
 def test_the_child_hands_back_its_accounts_equal_to_its_own() -> None:
