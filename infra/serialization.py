@@ -69,25 +69,27 @@ IDENTITY = frozenset({"originator_id", "originator_version"})
 """Fields the stored event's identity sets, typed already: not read from its JSON."""
 
 
-class ParsedValues:
-    """Strings already parsed into one type (ids, times, amounts), each parsed once.
+class ParsedValues(dict[str, object]):
+    """Strings already parsed into one type (ids, times, amounts), each parsed once:
+    ``values[text]`` parses ``text`` the first time (in ``__missing__``, so a hit, the
+    usual case, is a dict lookup and nothing more), and gives back any other hashable
+    value as it is (already typed by an upcaster, or not a string in the JSON).
 
     Bounded: when full it starts again, so a long-running reader keeps at most
     ``limit`` values of each type.
     """
 
     def __init__(self, parse: Callable[[str], object], limit: int) -> None:
+        super().__init__()
         self.parse = parse
         self.limit = limit
-        self.known: dict[str, object] = {}
 
-    def __call__(self, text: str) -> object:
-        value = self.known.get(text)
-        if value is None:
-            known = self.known
-            if len(known) >= self.limit:
-                known.clear()
-            value = known[text] = self.parse(text)
+    def __missing__(self, text: object) -> object:
+        if not isinstance(text, str):
+            return text
+        if len(self) >= self.limit:
+            self.clear()
+        value = self[text] = self.parse(text)
         return value
 
 
@@ -108,9 +110,8 @@ class DecodingPlan(NamedTuple):
 
     event_class: type
     class_version: int
-    fields: tuple[tuple[str, dict[str, object], ParsedValues], ...]
-    """Each field of a ``KEPT`` type, with the values parsed so far and the parser that
-    adds to them."""
+    fields: tuple[tuple[str, ParsedValues], ...]
+    """Each field of a ``KEPT`` type, with the values of its type parsed so far."""
     parsed: tuple[tuple[str, Callable[[str], object]], ...]
     """Each other typed field, with its parser."""
 
@@ -130,7 +131,7 @@ class EventMapper(Mapper[UUID]):
     def parsed_id(self, text: str) -> UUID:
         """The UUID ``text`` spells, the same object its events' fields hold (a reader
         that takes ids from record headers shares them with the events)."""
-        return cast(UUID, self._parsed[UUID](text))
+        return cast(UUID, self._parsed[UUID][text])
 
     def to_domain_event(self, stored_event: StoredEvent) -> CanMutateAggregate[UUID]:
         return self.decode(
@@ -168,11 +169,10 @@ class EventMapper(Mapper[UUID]):
         while from_version < plan.class_version:
             getattr(event_class, f"upcast_v{from_version}_v{from_version + 1}")(state)
             from_version += 1
-        for name, known, parse in plan.fields:
+        for name, values in plan.fields:
             value = state.get(name)
-            if isinstance(value, str):
-                parsed = known.get(value)
-                state[name] = parse(value) if parsed is None else parsed
+            if value is not None:
+                state[name] = values[value]
         for name, parse_each in plan.parsed:
             value = state.get(name)
             if isinstance(value, str):
@@ -189,11 +189,7 @@ class EventMapper(Mapper[UUID]):
         plan = DecodingPlan(
             event_class,
             getattr(event_class, "class_version", 1),
-            fields=tuple(
-                (name, self._parsed[kind].known, self._parsed[kind])
-                for name, kind in typed
-                if kind in KEPT
-            ),
+            fields=tuple((name, self._parsed[kind]) for name, kind in typed if kind in KEPT),
             parsed=tuple((name, PARSERS[kind]) for name, kind in typed if kind not in KEPT),
         )
         self._plans[topic] = plan

@@ -12,7 +12,7 @@ from eventsourcing.persistence import StoredEvent
 from domain.aggregates import BITEX_NAMESPACE, ExchangeAggregate, StampedCreated
 from domain.matching import Side
 from domain.orders import OrderType
-from infra.serialization import EventMapper
+from infra.serialization import EventMapper, ParsedValues
 from tests.unit.conftest import T0, World
 
 
@@ -76,6 +76,22 @@ def test_an_id_from_a_header_is_the_object_the_events_fields_hold() -> None:
     other = uuid5(BITEX_NAMESPACE, "never in an event")
     assert mapper.parsed_id(str(other)) == other
     assert mapper.parsed_id(str(other)) is mapper.parsed_id(str(other))
+
+
+def test_parsed_values_parse_each_string_once_and_keep_at_most_their_limit() -> None:
+    amounts = ParsedValues(Decimal, limit=2)
+    first = amounts["1.50"]
+    assert first == Decimal("1.50")
+    assert str(first) == "1.50"
+    assert amounts["1.50"] is first
+    typed = Decimal("2")
+    assert amounts[typed] is typed  # not a string: given back, not kept
+    assert amounts[7] == 7
+    assert len(amounts) == 1
+    amounts["2.0"]
+    amounts["3.0"]  # the limit reached: it starts again
+    assert list(amounts) == ["3.0"]
+    assert amounts["1.50"] == first
 
 
 def test_keys_are_sorted_so_equal_events_are_equal_bytes() -> None:
