@@ -44,7 +44,6 @@ import asyncio
 import copyreg
 import gc
 import hashlib
-import io
 import multiprocessing
 import os
 import pickle
@@ -724,13 +723,6 @@ class _ResultPickler(pickle.Pickler):
             UUID: _uuid_by_int,
             Account: _account_packed,
         }
-
-
-def handed_back(result: object) -> bytes:
-    """``result`` as the child writes it (``pickle.loads`` reads it)."""
-    buffer = io.BytesIO()
-    _ResultPickler(buffer).dump(result)
-    return buffer.getvalue()
 
 
 def hand_back(connection: Connection, result: object) -> None:

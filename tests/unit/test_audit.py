@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
+from multiprocessing.connection import Connection
 from typing import Any
 from uuid import UUID
 
@@ -64,7 +65,6 @@ from projections.audit_replay import (
     Split,
     digest,
     hand_back,
-    handed_back,
     merge_accounts,
     parse_offsets,
     replay_logs,
@@ -185,21 +185,28 @@ def test_the_replay_learns_the_markets_from_their_listings_on_the_log() -> None:
     assert "BTC-USDT is listed as" in refused[0]
 
 
-def test_a_hand_back_larger_than_the_pipe_is_read_as_it_is_written() -> None:
-    replayed, _ = audited(fresh_logs())
-    result = (replayed.replayer.accounts, bytes(range(256)) * 8192)
-    assert len(handed_back(result)) > 1 << 21  # far beyond what a pipe holds unread
+def through_a_pipe(result: object) -> tuple[Any, Connection]:
+    """``result`` handed back down a pipe as the child does it (written by a thread
+    while this one reads), and the pipe's reading end, its writer gone."""
     receiver, sender = multiprocessing.Pipe(duplex=False)
 
     def child() -> None:  # as ``_account_process`` ends
-        hand_back(sender, ("ok", result))
+        hand_back(sender, result)
         sender.close()
 
     writer = threading.Thread(target=child)
     writer.start()
-    status, back = take_back(receiver)
+    back = take_back(receiver)
     writer.join()
-    assert (status, back) == ("ok", result)
+    return back, receiver
+
+
+def test_a_hand_back_larger_than_the_pipe_is_read_as_it_is_written() -> None:
+    replayed, _ = audited(fresh_logs())
+    result = ("ok", (replayed.replayer.accounts, bytes(range(256)) * 8192))
+    assert len(pickle.dumps(result)) > 1 << 21  # far beyond what a pipe holds unread
+    back, receiver = through_a_pipe(result)
+    assert back == result
     with pytest.raises(EOFError):  # nothing more: the writer is gone
         take_back(receiver)
 
@@ -207,7 +214,7 @@ def test_a_hand_back_larger_than_the_pipe_is_read_as_it_is_written() -> None:
 def test_the_child_hands_back_its_accounts_equal_to_its_own() -> None:
     replayed, _ = audited(fresh_logs())
     accounts = replayed.replayer.accounts
-    status, back = pickle.loads(handed_back(("ok", accounts)))
+    (status, back), _ = through_a_pipe(("ok", accounts))
     assert status == "ok"
     assert back == accounts
     for account_id, account in back.items():
