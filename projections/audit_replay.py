@@ -249,6 +249,8 @@ class Side:
         """Aggregate topics the other side replays: met here, they are misplaced."""
         self._routes: dict[bytes, Route] = {}
         self._ids: dict[bytes, UUID] = {}
+        """Each aggregate's id by its header's bytes (no decoding per record); the UUID is
+        the mapper's (``EventMapper.parsed_id``), the object its events' fields hold."""
         self._after_cut: set[bytes] = set()
         self._topic = ""
         self._partition = 0
